@@ -1,0 +1,78 @@
+"""Test-only fault injection: the drivers consult the plan at fixed points, so tests can make an
+instance raise, hang, die or go non-finite at a chosen epoch and place (RELIABILITY.md)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+WHERE = ("kernel", "barrier", "reduction", "sync")
+WHAT = ("raise", "hang", "kill", "nan", "exit", "slow", "unpicklable")
+
+
+class InjectedFault(RuntimeError):
+    """The exception an injected "raise" fault throws."""
+
+    def __init__(self, instance: int, epoch: int):
+        super().__init__(f"injected fault in instance {instance} at epoch {epoch}")
+        self.instance, self.epoch = instance, epoch
+
+    def __reduce__(self):
+        return type(self), (self.instance, self.epoch)
+
+
+class _Unpicklable(RuntimeError):
+    """Raised by the "unpicklable" fault: holds a lock, so it cannot cross a process boundary."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"unpicklable failure at epoch {epoch}")
+        self.epoch, self.lock = epoch, threading.Lock()
+
+
+@dataclass(frozen=True)
+class Fault:
+    instance: int
+    epoch: int
+    where: str = "kernel"
+    what: str = "raise"
+    seconds: float = 0.05   # for "slow"
+
+
+_PLAN: list = []
+
+
+@contextlib.contextmanager
+def inject(*faults: Fault):
+    """Arm ``faults`` for the runs started inside the ``with`` block."""
+    assert all(f.where in WHERE and f.what in WHAT for f in faults), faults
+    _PLAN.extend(faults)
+    try:
+        yield
+    finally:
+        del _PLAN[:]
+
+
+def plan() -> tuple:
+    """The armed faults, frozen at the start of a run (and shipped to worker processes)."""
+    return tuple(_PLAN)
+
+
+def trigger(fault: Fault, params_row, cancel: threading.Event) -> None:
+    """Carry out ``fault`` in the calling worker."""
+    what = fault.what
+    if what == "raise":
+        raise InjectedFault(fault.instance, fault.epoch)
+    if what == "unpicklable":
+        raise _Unpicklable(fault.epoch)
+    if what == "nan":
+        params_row[0] = float("nan")
+    elif what == "hang":
+        cancel.wait()          # a hang that ends only when the run is cancelled
+    elif what == "slow":
+        cancel.wait(fault.seconds)
+    elif what == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif what == "exit":
+        os._exit(0)

@@ -1,0 +1,145 @@
+"""Backends: where the worker loops run and which barrier joins them.  The loop itself, the
+barrier action and the failure handling belong to ``driver`` and ``sync``; nothing here repeats them.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from time import perf_counter
+
+import numba
+import numpy as np
+
+from . import kernels
+
+from .barrier import ConditionBarrier
+from .driver import Context, coordinate, worker_loop
+
+# Numba's threading layers that may be entered from several Python threads at once.
+THREADSAFE_LAYERS = ("tbb", "omp")
+
+
+def warm_predict(ctx: Context) -> None:
+    proba = np.empty((1, ctx.T.shape[1]), dtype=ctx.params.dtype)
+    kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act, ctx.hyper[0, 0])
+
+
+class Backend:
+    """Runs every round of a run; raises the run's root cause on failure."""
+
+    name = "base"
+    parallel = False      # whether workers run at the same time (BLAS is then pinned to 1 thread)
+
+    @contextlib.contextmanager
+    def allocate(self, specs: dict):
+        """Yield the run's shared arrays (name -> zeroed array)."""
+        yield {name: np.zeros(shape, dtype) for name, (shape, dtype) in specs.items()}
+
+    def warm(self, ctx: Context) -> None:
+        """Compile the kernels in this thread before any worker starts (a zero-epoch span, and a
+        prediction for the sync action)."""
+        ctx.run_span(0, 0, 0, ctx.scratch())
+        warm_predict(ctx)
+
+    def run(self, ctx: Context, action) -> float:
+        """Warm the kernels, then run every round; returns the wall seconds, compilation excluded."""
+        self.warm(ctx)
+        t = perf_counter()
+        self.execute(ctx, action)
+        return perf_counter() - t
+
+    def execute(self, ctx: Context, action) -> None:
+        raise NotImplementedError
+
+
+class SerialBackend(Backend):
+    """Every instance in turn in the calling thread; a one-party barrier runs the action."""
+
+    name = "serial"
+
+    def execute(self, ctx: Context, action) -> None:
+        worker_loop(ctx, 0, list(range(ctx.plan.instances)), ConditionBarrier(1, action))
+        ctx.raise_failure(None)
+
+
+class ThreadsBackend(Backend):
+    """A pool of threads running the nogil span kernels; the calling thread is one more party of
+    the ``ConditionBarrier``, so it can time a round out and take Ctrl-C."""
+
+    name = "threads"
+    parallel = True
+
+    def execute(self, ctx: Context, action) -> None:
+        groups = ctx.plan.groups
+        barrier = ConditionBarrier(len(groups) + 1, action, timeout=ctx.plan.timeout)
+        threads = [threading.Thread(target=worker_loop, args=(ctx, w, list(g), barrier),
+                                    name=f"fastffnn-worker-{w}", daemon=True)
+                   for w, g in enumerate(groups)]
+        for t in threads:
+            t.start()
+        try:
+            failed = coordinate(ctx, barrier)
+        finally:
+            ctx.cancel.set()
+            barrier.abort()
+            for t in threads:
+                t.join()
+        ctx.raise_failure(failed)
+
+
+_PRANGE_LOCK = threading.Lock()
+
+
+def run_prange(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch) -> None:
+    """All instances in one ``parallel=True`` call; injected faults split the call at their epoch
+    (every instance stops there), which leaves the results unchanged."""
+    work, grad = scratch
+    for start, stop, fault in ctx.plan.segments(group, e0, e1):
+        kernels.train_spans_parallel(ctx.params, ctx.velocity, ctx.rng, ctx.losses[:, start:stop], ctx.X,
+                                     ctx.T, ctx.sizes, ctx.act, ctx.hyper, work, grad, ctx.order)
+        if fault is not None:
+            ctx.at(worker, fault.instance, fault.epoch)
+            ctx.fire(fault)
+
+
+class PrangeBackend(Backend):
+    """One compiled ``parallel=True`` call over all instances per round, from the calling thread.
+    It is the only caller of parallel kernels, and refuses to enter them from a second thread at
+    once when Numba's threading layer is not thread-safe (workqueue aborts the process)."""
+
+    name = "prange"
+    parallel = True
+
+    def run(self, ctx: Context, action) -> float:
+        # compiling and running both enter the parallel runtime, so both happen under the lock
+        if not _PRANGE_LOCK.acquire(blocking=False):
+            try:
+                layer = numba.threading_layer()
+            except ValueError:      # not initialised yet: only an explicit choice is known
+                layer = numba.config.THREADING_LAYER
+            if layer not in THREADSAFE_LAYERS:
+                raise RuntimeError(
+                    f"backend='prange' is already running in another thread, and Numba's "
+                    f"{layer!r} threading layer cannot be entered from several threads at once "
+                    f"(it would abort the process). Use backend='threads', run prange from one "
+                    f"thread at a time, or set NUMBA_THREADING_LAYER to one of {THREADSAFE_LAYERS}.")
+            _PRANGE_LOCK.acquire()
+        try:
+            return super().run(ctx, action)
+        finally:
+            _PRANGE_LOCK.release()
+
+    def warm(self, ctx: Context) -> None:
+        run_prange(ctx, 0, list(range(ctx.plan.instances)), 0, 0, ctx.scratch((ctx.plan.instances,)))
+        warm_predict(ctx)
+
+    def execute(self, ctx: Context, action) -> None:
+        N = ctx.plan.instances
+        worker_loop(ctx, 0, list(range(N)), ConditionBarrier(1, action), run_prange, ctx.scratch((N,)))
+        ctx.raise_failure(None)
+
+
+def get_backend(name: str) -> Backend:
+    from .processes import ProcessesBackend
+    return {"serial": SerialBackend, "threads": ThreadsBackend, "prange": PrangeBackend,
+            "processes": ProcessesBackend}[name]()

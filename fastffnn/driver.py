@@ -1,0 +1,190 @@
+"""The driver: allocate once, loop over sync rounds, run the span kernels, meet at the barrier.
+
+``worker_loop`` is the one training loop; every backend runs it, and only decides where it runs
+(this thread, a pool of threads, worker processes) and which barrier joins the loops.  The
+barrier's action -- the reduction and the sync strategy -- runs once per round
+(``fastffnn.sync.SyncAction``), on whichever party arrives last (in the parent for processes).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from threading import BrokenBarrierError
+from time import perf_counter
+
+import numpy as np
+
+from . import kernels
+from .kernels import numpy_span
+from .kernels.config import N_HYPER
+
+from ._faults import Fault, trigger
+from .errors import InstanceFailed, SyncTimeout
+from .network import Topology
+
+KERNELS = {"numba": kernels.train_span, "numba-gil": kernels.train_span_gil,
+           "numpy": numpy_span.train_span}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A picklable description of one run; worker processes rebuild their context from it."""
+
+    topology: Topology
+    kernel: str
+    rounds: tuple          # ((first epoch, end epoch) of each sync round, ...)
+    groups: tuple          # instances run by each worker
+    faults: tuple          # armed test-only faults (fastffnn._faults)
+    timeout: float | None
+    dtype: str
+    n_samples: int
+    n_features: int
+
+    @property
+    def instances(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    @property
+    def epochs(self) -> int:
+        return self.rounds[-1][1]
+
+    def array_specs(self) -> dict:
+        """Name -> (shape, dtype) of every array the workers share.  Threads share the objects;
+        processes get them in shared memory, so the data is stored once whatever N is."""
+        N, P, n = self.instances, self.topology.n_params, self.n_samples
+        return {"X": ((n, self.n_features), self.dtype), "T": ((n, self.topology.sizes[-1]), self.dtype),
+                "params": ((N, P), self.dtype), "velocity": ((N, P), self.dtype),
+                "rng": ((N, 1), np.uint64), "order": ((N, n), np.int64),
+                "losses": ((N, self.epochs), self.dtype), "hyper": ((N, N_HYPER), self.dtype),
+                "compute": ((N,), np.float64), "waited": ((N,), np.float64),
+                "progress": ((len(self.groups),), np.int64),
+                "position": ((len(self.groups), 2), np.int64)}
+
+    def faults_at(self, instances, e0: int, e1: int, where: str) -> list:
+        return sorted((f for f in self.faults if f.instance in instances and e0 <= f.epoch < e1
+                       and f.where == where), key=lambda f: f.epoch)
+
+    def segments(self, instances, e0: int, e1: int):
+        """(start, stop, fault or None): the span [e0, e1) cut at each injected kernel fault, which
+        fires at ``stop``.  Without faults, one segment; cutting a span never changes results."""
+        start = e0
+        for fault in self.faults_at(instances, e0, e1, "kernel") + [None]:
+            stop = e1 if fault is None else fault.epoch
+            yield start, stop, fault
+            start = stop
+
+
+class Failure:
+    """The first failure of a run (its root cause); later ones are consequences."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.exc: BaseException | None = None
+
+    def record(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.exc is None:
+                self.exc = exc
+
+
+class Context:
+    """What a worker loop needs: the plan, the shared arrays, the cancel flag, the failure slot."""
+
+    def __init__(self, plan: Plan, arrays: dict, cancel=None, failure: Failure | None = None):
+        self.plan, self.arrays = plan, arrays
+        for name, array in arrays.items():
+            setattr(self, name, array)
+        self.cancel = threading.Event() if cancel is None else cancel
+        self.failure = Failure() if failure is None else failure
+        self.span = KERNELS[plan.kernel]
+        self.sizes = plan.topology.sizes_array
+        self.act = plan.topology.act_code
+
+    def scratch(self, shape_lead: tuple = ()) -> tuple:
+        """Per-instance scratch (work, grad), allocated once per worker, never inside a span."""
+        plan = self.plan
+        batch = int(min(self.plan.n_samples, max(1, self.hyper[:, kernels.config.BATCH_SIZE].max())))
+        size = kernels.workspace_size(plan.topology.sizes, batch)
+        return (np.zeros(shape_lead + (size,), plan.dtype),
+                np.zeros(shape_lead + (plan.topology.n_params,), plan.dtype))
+
+    def run_span(self, k: int, e0: int, e1: int, scratch: tuple) -> None:
+        work, grad = scratch
+        self.span(self.params[k], self.velocity[k], self.rng[k], self.losses[k, e0:e1], self.X, self.T,
+                  self.sizes, self.act, self.hyper[k], work, grad, self.order[k])
+
+    def at(self, worker: int, instance: int, epoch: int) -> None:
+        """Note where a worker is (instance -1: between spans), to name it if its process dies."""
+        self.position[worker] = instance, epoch
+
+    def fire(self, fault: Fault) -> None:
+        """Carry out an injected fault; an exception it raises is the instance's failure."""
+        try:
+            trigger(fault, self.params[fault.instance], self.cancel)
+        except Exception as exc:
+            raise InstanceFailed(fault.instance, fault.epoch, exc) from exc
+
+    def raise_failure(self, failed_round: int | None) -> None:
+        """Raise the run's root cause, or a SyncTimeout naming the workers that never arrived."""
+        if self.failure.exc is not None:
+            raise self.failure.exc
+        if failed_round is not None:
+            missing = [k for w, group in enumerate(self.plan.groups)
+                       if self.progress[w] <= failed_round for k in group]
+            raise SyncTimeout(self.plan.rounds[failed_round][1], missing, self.plan.timeout)
+
+
+def run_instances(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch) -> None:
+    """Run one span for each instance of ``group`` in turn (serial, threads and processes)."""
+    for k in group:
+        t = perf_counter()
+        try:
+            for start, stop, fault in ctx.plan.segments((k,), e0, e1):
+                ctx.at(worker, k, start)
+                ctx.run_span(k, start, stop, scratch)
+                if fault is not None:
+                    ctx.at(worker, k, stop)
+                    ctx.fire(fault)
+        except InstanceFailed:
+            raise
+        except Exception as exc:
+            raise InstanceFailed(k, getattr(exc, "epoch", e0), exc) from exc
+        ctx.compute[k] += perf_counter() - t
+
+
+def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_instances,
+                scratch=None) -> None:
+    """The training loop of one worker: for each sync round, run the span of every instance it
+    owns, then meet the others at the barrier, whose action syncs them.  A failure is recorded
+    as the run's root cause and breaks the barrier for everyone."""
+    scratch = ctx.scratch() if scratch is None else scratch
+    try:
+        for r, (e0, e1) in enumerate(ctx.plan.rounds):
+            if ctx.cancel.is_set():
+                return
+            run_group(ctx, worker, group, e0, e1, scratch)
+            ctx.progress[worker] = r + 1
+            ctx.at(worker, -1, e1)
+            for fault in ctx.plan.faults_at(group, e0, e1, "barrier"):
+                ctx.fire(fault)
+            t = perf_counter()
+            barrier.wait()
+            ctx.waited[group] += perf_counter() - t
+    except BrokenBarrierError:
+        pass    # someone else failed or timed out; the root cause is theirs
+    except BaseException as exc:
+        ctx.failure.record(exc)
+        barrier.abort()
+
+
+def coordinate(ctx: Context, barrier) -> int | None:
+    """The calling thread's side of every round: wait at the barrier (with the run's timeout).
+    Returns the round that failed, or None when all rounds completed."""
+    for r in range(len(ctx.plan.rounds)):
+        try:
+            barrier.wait()
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            return r
+    return None

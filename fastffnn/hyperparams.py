@@ -1,0 +1,84 @@
+"""Per-instance hyperparameters and ``vary`` to build N of them."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+from .kernels.config import BATCH_SIZE, L2, LR, MOMENTUM, N_HYPER, PENALTY
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """Hyperparameters of one instance.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    l2 : float
+        L2 penalty on the weights (not the biases), >= 0.
+    momentum : float
+        Classical momentum in [0, 1).
+    batch_size : int or None
+        Samples per step; None trains on the full batch each epoch (the report's choice).
+    penalty : float
+        The report's case 3, written ∂: the output activation is sigmoid(∂ z) (softmax(∂ z)), which
+        sharpens reward and penalty in the cross-entropy. 1 is the plain network.
+    seed : int or None
+        Seed of this instance's initial weights and batch order; None spawns one from the run seed
+        with ``numpy.random.SeedSequence.spawn``.
+    """
+
+    lr: float = 0.05
+    l2: float = 0.0
+    momentum: float = 0.9
+    batch_size: int | None = None
+    penalty: float = 1.0
+    seed: int | None = None
+
+    def row(self, n_samples: int) -> np.ndarray:
+        """The (H,) float row the kernels read (see ``kernels.config``)."""
+        row = np.empty(N_HYPER)
+        row[LR], row[L2], row[MOMENTUM], row[PENALTY] = self.lr, self.l2, self.momentum, self.penalty
+        row[BATCH_SIZE] = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+        return row
+
+    @classmethod
+    def from_row(cls, row: np.ndarray, n_samples: int, seed: int | None) -> "HyperParams":
+        batch = int(row[BATCH_SIZE])
+        return cls(lr=float(row[LR]), l2=float(row[L2]), momentum=float(row[MOMENTUM]),
+                   batch_size=None if batch >= n_samples else batch, penalty=float(row[PENALTY]),
+                   seed=seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELDS = tuple(f.name for f in fields(HyperParams))
+
+
+def vary(base: HyperParams | None = None, grid: bool = False, **values) -> list[HyperParams]:
+    """Build a list of HyperParams, one per instance.
+
+    ``vary(lr=[0.01, 0.05, 0.1], l2=1e-4)`` gives three instances: lists are zipped (they must have
+    equal lengths) and scalars are shared.  ``grid=True`` takes the Cartesian product of the lists
+    instead.  Fields not named come from ``base`` (default ``HyperParams()``).
+    """
+    base = HyperParams() if base is None else base
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"vary() got unknown hyperparameter(s) {unknown}; expected some of {list(FIELDS)}.")
+    lists = {k: list(v) for k, v in values.items() if isinstance(v, (list, tuple, np.ndarray))}
+    scalars = {k: v for k, v in values.items() if k not in lists}
+    if grid:
+        combos = [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
+    else:
+        lengths = {k: len(v) for k, v in lists.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"vary() needs lists of equal length to zip them; got lengths {lengths}. "
+                             f"Pass grid=True for every combination.")
+        n = next(iter(lengths.values()), 1)
+        combos = [{k: v[i] for k, v in lists.items()} for i in range(n)]
+    return [replace(base, **scalars, **combo) for combo in combos]

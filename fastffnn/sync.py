@@ -1,0 +1,141 @@
+"""Sync strategies -- the report's three cases -- and the barrier action that applies them.
+
+The action runs once per round, after every instance finished its span and before any starts the
+next: it checks every instance for NaN/Inf (so a bad instance never reaches the others), reduces
+the global loss, applies the strategy, records history, and calls the user's callback.  It
+computes the new weights first and assigns them in one step, so a failed sync never half-applies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import config, predict_proba
+from .kernels.config import PENALTY
+from .kernels.reduce import combine_rows
+
+from .errors import NonFiniteError
+from .hyperparams import HyperParams
+
+STRATEGIES = ("none", "average", "weighted", "best")
+SYNC_LAYERS = ("last", "all")
+DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
+
+
+def sync_columns(topology, sync_layers: str) -> slice:
+    """The slice of the flat parameter row a sync touches: the output layer, or everything."""
+    if sync_layers == "all":
+        return slice(0, topology.n_params)
+    return slice(topology.layer_slices()[-1][0].start, topology.n_params)
+
+
+def instance_probas(ctx, X: np.ndarray) -> np.ndarray:
+    """(N, n, K) probabilities of every instance on X (n, F)."""
+    probas = np.empty((ctx.plan.instances, X.shape[0], ctx.sizes[-1]), dtype=ctx.params.dtype)
+    for k in range(ctx.plan.instances):
+        predict_proba(probas[k], X, ctx.params[k], ctx.sizes, ctx.act, ctx.hyper[k, PENALTY])
+    return probas
+
+
+def combine(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_k weights[k] rows[k], in instance order (compiled; the same for every backend)."""
+    out = np.empty(rows.shape[1], dtype=rows.dtype)
+    combine_rows(out, rows, weights.astype(rows.dtype))
+    return out
+
+
+@dataclass
+class SyncPoint:
+    """What a ``callback`` sees at a sync point; ``set_hyperparams`` changes them for the next span."""
+
+    epoch: int
+    round: int
+    global_loss: float
+    instance_losses: np.ndarray
+    val_accuracy: np.ndarray | None
+    _ctx: object
+
+    @property
+    def hyperparams(self) -> list:
+        n = self._ctx.plan.n_samples
+        return [HyperParams.from_row(row, n, None) for row in self._ctx.hyper]
+
+    def set_hyperparams(self, instance: int | None = None, **changes) -> None:
+        """Change ``lr``, ``l2``, ``momentum`` or ``penalty`` of one instance (or all) from now on."""
+        index = {"lr": config.LR, "l2": config.L2, "momentum": config.MOMENTUM, "penalty": config.PENALTY}
+        bad = sorted(set(changes) - set(index))
+        if bad:
+            raise ValueError(f"set_hyperparams can change {sorted(index)} at run time. Got {bad} instead.")
+        rows = slice(None) if instance is None else instance
+        for name, value in changes.items():
+            self._ctx.hyper[rows, index[name]] = value
+
+
+class SyncAction:
+    """The barrier action: one call per round, in round order."""
+
+    def __init__(self, ctx, strategy: str, sync_layers: str, options: dict, validation, callback,
+                 history, progress=None):
+        self.ctx, self.strategy, self.callback, self.history = ctx, strategy, callback, history
+        self.columns = sync_columns(ctx.plan.topology, sync_layers)
+        self.options = {**DEFAULT_OPTIONS, **(options or {})}
+        self.validation = validation
+        self.progress = progress
+        self.round = 0
+
+    def __call__(self) -> None:
+        try:
+            self._sync(self.round)
+        except BaseException as exc:
+            self.ctx.failure.record(exc)
+            raise
+        self.round += 1
+
+    def _sync(self, r: int) -> None:
+        ctx = self.ctx
+        e0, e1 = ctx.plan.rounds[r]
+        for fault in ctx.plan.faults_at(range(ctx.plan.instances), e0, e1, "reduction"):
+            ctx.fire(fault)
+        self._check_finite(e0, e1)
+        N = ctx.plan.instances
+        last = ctx.losses[:, e1 - 1:e1]
+        global_loss = float(combine(last, np.full(N, 1.0 / N))[0])
+        probas = None
+        if self.validation is not None or self.strategy in ("weighted", "best"):
+            X, T = self.validation if self.validation is not None else (ctx.X, ctx.T)
+            probas = instance_probas(ctx, X)
+        val_acc = self.history.record_sync(
+            e1, global_loss, probas, None if self.validation is None else self.validation[1])
+        if self.strategy != "none" and N > 1:
+            # err_i = mean |y_hat - y| per instance: the report's case-2 criterion
+            self._apply(None if probas is None else np.abs(probas - T).mean(axis=(1, 2)))
+        if self.progress is not None:
+            self.progress.update(e1 - e0)
+            self.progress.set_postfix(loss=f"{global_loss:.4g}")
+        if self.callback is not None:
+            self.callback(SyncPoint(e1, r, global_loss, last[:, 0].copy(), val_acc, ctx))
+
+    def _check_finite(self, e0: int, e1: int) -> None:
+        ctx = self.ctx
+        for k in range(ctx.plan.instances):
+            bad = ~np.isfinite(ctx.losses[k, e0:e1])
+            if bad.any():
+                raise NonFiniteError(k, e0 + int(np.argmax(bad)))
+            if not np.isfinite(ctx.params[k]).all():
+                raise NonFiniteError(k, e1 - 1)
+
+    def _apply(self, err) -> None:
+        params, velocity, cols = self.ctx.params, self.ctx.velocity, self.columns
+        N = params.shape[0]
+        if self.strategy == "average":
+            params[:, cols] = combine(params[:, cols], np.full(N, 1.0 / N))
+        elif self.strategy == "weighted":
+            logits = -err / self.options["temperature"]
+            w = np.exp(logits - logits.max())
+            params[:, cols] = combine(params[:, cols], w / w.sum())
+        elif self.strategy == "best":
+            best = int(np.argmin(err))
+            losers = np.flatnonzero(err > np.quantile(err, self.options["quantile"]))
+            params[np.ix_(losers, np.arange(cols.start, cols.stop))] = params[best, cols]
+            velocity[np.ix_(losers, np.arange(cols.start, cols.stop))] = velocity[best, cols]

@@ -1,0 +1,214 @@
+"""Whole-network kernels: one training span (many epochs between two sync points) and prediction.
+
+Dimensions: n = samples, F = features, K = outputs (1 for binary), L = layers,
+P = parameters of one instance, E = epochs in the span, N = instances, B = batch.
+
+Layout of one instance's flat parameter buffer ``params`` (P,): for each layer l, the weight
+matrix (sizes[l], sizes[l+1]) row-major, then its bias (sizes[l+1],).  ``work`` (W,) is the
+per-instance scratch allocated once by the driver (see ``workspace_size``): for each layer the
+activations (B, sizes[l+1]) then the deltas (B, sizes[l+1]), then a gathered batch of X (B, F),
+of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch loop.
+"""
+import numba
+import numpy as np
+
+from .config import BATCH_SIZE, L2, LR, MOMENTUM, PENALTY, jit
+from .layers import (
+    activation_backward,
+    activation_forward,
+    dense_backward,
+    dense_forward,
+    output_proba,
+    sigmoid_xent_backward,
+    sigmoid_xent_forward,
+    softmax_xent_backward,
+    softmax_xent_forward,
+    zero_grad,
+)
+
+
+def n_params(sizes):
+    """P for a network with layer sizes ``sizes`` = (F, hidden..., K)."""
+    return int(sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(len(sizes) - 1)))
+
+
+def workspace_size(sizes, batch):
+    """Length of the scratch buffer ``work`` for ``batch`` samples per step."""
+    return int(batch * (2 * sum(sizes[1:]) + sizes[0] + sizes[-1] + 1))
+
+
+@jit
+def _layer(params, sizes, l):
+    # views (no copy) of layer l's weight (I, O) and bias (O,) inside params (P,)
+    off = 0
+    for m in range(l):
+        off += sizes[m] * sizes[m + 1] + sizes[m + 1]
+    I, O = sizes[l], sizes[l + 1]
+    return params[off:off + I * O].reshape((I, O)), params[off + I * O:off + I * O + O]
+
+
+@jit
+def _buffers(work, sizes, l, B):
+    # views of layer l's activations (B, O) and deltas (B, O) inside work (W,)
+    off = 0
+    for m in range(l):
+        off += 2 * B * sizes[m + 1]
+    O = sizes[l + 1]
+    return work[off:off + B * O].reshape((B, O)), work[off + B * O:off + 2 * B * O].reshape((B, O))
+
+
+@jit
+def _forward(work, X, params, sizes, act, B):
+    # activations of every layer into work; the last layer keeps its logits (B, K)
+    L = sizes.shape[0] - 1
+    inp = X
+    for l in range(L):
+        weight, bias = _layer(params, sizes, l)
+        out, _ = _buffers(work, sizes, l, B)
+        dense_forward(out, inp, weight, bias)
+        if l < L - 1:
+            activation_forward(out, act)
+        inp = out
+
+
+@jit
+def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
+    # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in place;
+    # terms (B,) receives the per-sample losses before the step
+    B = X.shape[0]
+    L = sizes.shape[0] - 1
+    penalty = hyper[PENALTY]
+    _forward(work, X, params, sizes, act, B)
+    z, dz = _buffers(work, sizes, L - 1, B)
+    scale = 1.0 / B
+    if sizes[L] == 1:
+        sigmoid_xent_forward(terms, z, T, penalty)
+        sigmoid_xent_backward(dz, z, T, penalty, scale)
+    else:
+        softmax_xent_forward(terms, z, T, penalty)
+        softmax_xent_backward(dz, z, T, penalty, scale)
+    zero_grad(grad)
+    for l in range(L - 1, -1, -1):
+        weight, _ = _layer(params, sizes, l)
+        dweight, dbias = _layer(grad, sizes, l)
+        _, dout = _buffers(work, sizes, l, B)
+        if l == 0:
+            dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, X, weight)
+        else:
+            inp, dinp = _buffers(work, sizes, l - 1, B)
+            dense_backward(dinp, dweight, dbias, dout, inp, weight)
+            activation_backward(dinp, inp, act)
+    _update(params, velocity, grad, sizes, hyper)
+
+
+@jit
+def _update(params, velocity, grad, sizes, hyper):
+    # gradient descent with optional L2 on weights (not biases) and momentum; all (P,) in place
+    lr, l2, mu = hyper[LR], hyper[L2], hyper[MOMENTUM]
+    if l2 != 0.0:
+        for l in range(sizes.shape[0] - 1):
+            weight, _ = _layer(params, sizes, l)
+            dweight, _ = _layer(grad, sizes, l)
+            for i in range(weight.shape[0]):
+                for j in range(weight.shape[1]):
+                    dweight[i, j] += l2 * weight[i, j]
+    if mu == 0.0:
+        for p in range(params.shape[0]):
+            params[p] -= lr * grad[p]
+    else:
+        for p in range(params.shape[0]):
+            velocity[p] = mu * velocity[p] - lr * grad[p]
+            params[p] += velocity[p]
+
+
+@jit
+def _l2_term(params, sizes, l2):
+    # 0.5 * l2 * sum of squared weights (biases excluded)
+    s = 0.0
+    for l in range(sizes.shape[0] - 1):
+        weight, _ = _layer(params, sizes, l)
+        for i in range(weight.shape[0]):
+            for j in range(weight.shape[1]):
+                s += weight[i, j] * weight[i, j]
+    return 0.5 * l2 * s
+
+
+@jit
+def _next_u64(rng):
+    # splitmix64; rng (1,) uint64 state advanced in place
+    z = rng[0] + np.uint64(0x9E3779B97F4A7C15)
+    rng[0] = z
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@jit
+def _shuffle(order, rng):
+    # Fisher-Yates permutation of order (n,) in place, from the instance's own generator
+    for i in range(order.shape[0] - 1, 0, -1):
+        j = np.int64(_next_u64(rng) % np.uint64(i + 1))
+        order[i], order[j] = order[j], order[i]
+
+
+def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order):
+    # Train one instance for losses.shape[0] epochs.
+    # params, velocity, grad (P,), rng (1,) uint64, work (W,), order (n,) int64: changed in place
+    # losses (E,): mean loss of each epoch, written; X (n, F), T (n, K), sizes (L+1,), hyper (H,)
+    n, F = X.shape
+    K = T.shape[1]
+    B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
+    L = sizes.shape[0] - 1
+    off = 0
+    for l in range(L):
+        off += 2 * B * sizes[l + 1]
+    Xb = work[off:off + B * F].reshape((B, F))
+    Tb = work[off + B * F:off + B * (F + K)].reshape((B, K))
+    terms = work[off + B * (F + K):off + B * (F + K + 1)]
+    for e in range(losses.shape[0]):
+        l2 = hyper[L2]
+        total = _l2_term(params, sizes, l2) if l2 != 0.0 else 0.0
+        if B == n:
+            _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms)
+            for b in range(B):
+                total += terms[b] / n
+        else:
+            _shuffle(order, rng)
+            for start in range(0, n, B):
+                m = min(B, n - start)
+                for b in range(m):
+                    r = order[start + b]
+                    for f in range(F):
+                        Xb[b, f] = X[r, f]
+                    for k in range(K):
+                        Tb[b, k] = T[r, k]
+                _step(params, velocity, grad, work, Xb[:m], Tb[:m], sizes, act, hyper, terms[:m])
+                for b in range(m):
+                    total += terms[b] / n
+        losses[e] = total
+
+
+# The same span compiled twice: releasing the GIL (the library's kernel) and holding it (the
+# "numba-gil" comparison).  Numba's cache index does not include `nogil`, so the GIL-holding
+# build stays out of the cache where it could shadow the nogil one.
+train_span = jit(_train_span)
+train_span_gil = jit(_train_span, nogil=False, cache=False)
+
+
+@jit(parallel=True)
+def train_spans_parallel(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order):
+    # All N instances, one per prange iteration; every argument but X, T, sizes, act carries a
+    # leading instance axis (N, ...).  Each iteration writes only its own rows.
+    for k in numba.prange(params.shape[0]):
+        train_span(params[k], velocity[k], rng[k], losses[k], X, T, sizes, act, hyper[k], work[k],
+                   grad[k], order[k])
+
+
+@jit
+def predict_proba(proba, X, params, sizes, act, penalty):
+    # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
+    n = X.shape[0]
+    work = np.empty(2 * n * (sizes[1:].sum()), dtype=params.dtype)
+    _forward(work, X, params, sizes, act, n)
+    z, _ = _buffers(work, sizes, sizes.shape[0] - 2, n)
+    output_proba(proba, z, penalty)
