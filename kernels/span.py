@@ -1,21 +1,21 @@
 """Whole-network kernels: one training span (many epochs between two sync points) and prediction.
 
 Dimensions: n = samples, F = features, K = outputs (1 for binary), L = layers,
-P = parameters of one instance, E = epochs in the span, N = instances, B = batch.
+P = parameters of one instance, E = epochs in the span, N = instances, B = batch,
+I/O = a layer's fan_in/fan_out.
 
 Layout of one instance's flat parameter buffer ``params`` (P,): for each layer l, the weight
 matrix (sizes[l], sizes[l+1]) row-major, then its bias (sizes[l+1],).  ``work`` (W,) is the
-per-instance scratch allocated once by the driver (see ``workspace_size``): for each layer the
-activations (B, sizes[l+1]) then the deltas (B, sizes[l+1]), then a gathered batch of X (B, F),
-of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch loop.
+per-instance scratch allocated once by the driver (``workspace_size``): for each layer its
+activations (B, O), its deltas (B, O) and its weight transposed (O, I); then a gathered batch of
+X (B, F) and of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch
+loop.
 """
 import numba
 import numpy as np
 
-from .config import BATCH_SIZE, L2, LR, MOMENTUM, PENALTY, jit
+from .config import BATCH_SIZE, IDENTITY, L2, LR, MOMENTUM, PENALTY, jit
 from .layers import (
-    activation_backward,
-    activation_forward,
     dense_backward,
     dense_forward,
     output_proba,
@@ -23,7 +23,7 @@ from .layers import (
     sigmoid_xent_forward,
     softmax_xent_backward,
     softmax_xent_forward,
-    zero_grad,
+    transpose,
 )
 
 
@@ -34,7 +34,7 @@ def n_params(sizes):
 
 def workspace_size(sizes, batch):
     """Length of the scratch buffer ``work`` for ``batch`` samples per step."""
-    return int(batch * (2 * sum(sizes[1:]) + sizes[0] + sizes[-1] + 1))
+    return int(workspace_size_jit(np.asarray(sizes, dtype=np.int64), batch))
 
 
 @jit
@@ -48,13 +48,42 @@ def _layer(params, sizes, l):
 
 
 @jit
+def _layer_size(sizes, l, B):
+    # scratch of layer l: activations and deltas (B, O), weightT (O, I)
+    return 2 * B * sizes[l + 1] + sizes[l] * sizes[l + 1]
+
+
+@jit
 def _buffers(work, sizes, l, B):
-    # views of layer l's activations (B, O) and deltas (B, O) inside work (W,)
+    # views of layer l's activations (B, O), deltas (B, O) and weightT (O, I) inside work (W,)
     off = 0
     for m in range(l):
-        off += 2 * B * sizes[m + 1]
-    O = sizes[l + 1]
-    return work[off:off + B * O].reshape((B, O)), work[off + B * O:off + 2 * B * O].reshape((B, O))
+        off += _layer_size(sizes, m, B)
+    I, O = sizes[l], sizes[l + 1]
+    return (work[off:off + B * O].reshape((B, O)),
+            work[off + B * O:off + 2 * B * O].reshape((B, O)),
+            work[off + 2 * B * O:off + 2 * B * O + O * I].reshape((O, I)))
+
+
+@jit
+def _batch_buffers(work, sizes, B):
+    # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the layers
+    off = 0
+    L = sizes.shape[0] - 1
+    for m in range(L):
+        off += _layer_size(sizes, m, B)
+    F, K = sizes[0], sizes[L]
+    return (work[off:off + B * F].reshape((B, F)),
+            work[off + B * F:off + B * (F + K)].reshape((B, K)),
+            work[off + B * (F + K):off + B * (F + K + 1)])
+
+
+@jit
+def workspace_size_jit(sizes, batch):
+    total = batch * (sizes[0] + sizes[-1] + 1)
+    for l in range(sizes.shape[0] - 1):
+        total += _layer_size(sizes, l, batch)
+    return total
 
 
 @jit
@@ -64,22 +93,21 @@ def _forward(work, X, params, sizes, act, B):
     inp = X
     for l in range(L):
         weight, bias = _layer(params, sizes, l)
-        out, _ = _buffers(work, sizes, l, B)
-        dense_forward(out, inp, weight, bias)
-        if l < L - 1:
-            activation_forward(out, act)
+        out, _, weightT = _buffers(work, sizes, l, B)
+        transpose(weightT, weight)
+        dense_forward(out, inp, weightT, bias, act if l < L - 1 else IDENTITY)
         inp = out
 
 
 @jit
 def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
-    # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in place;
-    # terms (B,) receives the per-sample losses before the step
+    # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in
+    # place; terms (B,) receives the per-sample losses before the step
     B = X.shape[0]
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
     _forward(work, X, params, sizes, act, B)
-    z, dz = _buffers(work, sizes, L - 1, B)
+    z, dz, _ = _buffers(work, sizes, L - 1, B)
     scale = 1.0 / B
     if sizes[L] == 1:
         sigmoid_xent_forward(terms, z, T, penalty)
@@ -87,17 +115,16 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
     else:
         softmax_xent_forward(terms, z, T, penalty)
         softmax_xent_backward(dz, z, T, penalty, scale)
-    zero_grad(grad)
+    grad[:] = 0.0
     for l in range(L - 1, -1, -1):
         weight, _ = _layer(params, sizes, l)
         dweight, dbias = _layer(grad, sizes, l)
-        _, dout = _buffers(work, sizes, l, B)
+        _, dout, _ = _buffers(work, sizes, l, B)
         if l == 0:
-            dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, X, weight)
+            dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, X, weight, act)
         else:
-            inp, dinp = _buffers(work, sizes, l - 1, B)
-            dense_backward(dinp, dweight, dbias, dout, inp, weight)
-            activation_backward(dinp, inp, act)
+            inp, dinp, _ = _buffers(work, sizes, l - 1, B)
+            dense_backward(dinp, dweight, dbias, dout, inp, weight, act)
     _update(params, velocity, grad, sizes, hyper)
 
 
@@ -158,13 +185,7 @@ def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gr
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
-    L = sizes.shape[0] - 1
-    off = 0
-    for l in range(L):
-        off += 2 * B * sizes[l + 1]
-    Xb = work[off:off + B * F].reshape((B, F))
-    Tb = work[off + B * F:off + B * (F + K)].reshape((B, K))
-    terms = work[off + B * (F + K):off + B * (F + K + 1)]
+    _, _, terms = _batch_buffers(work, sizes, B)
     for e in range(losses.shape[0]):
         l2 = hyper[L2]
         total = _l2_term(params, sizes, l2) if l2 != 0.0 else 0.0
@@ -176,15 +197,17 @@ def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gr
             _shuffle(order, rng)
             for start in range(0, n, B):
                 m = min(B, n - start)
+                # the last batch may be smaller: its buffers are laid out for m samples
+                Xb, Tb, terms_b = _batch_buffers(work, sizes, m)
                 for b in range(m):
                     r = order[start + b]
                     for f in range(F):
                         Xb[b, f] = X[r, f]
                     for k in range(K):
                         Tb[b, k] = T[r, k]
-                _step(params, velocity, grad, work, Xb[:m], Tb[:m], sizes, act, hyper, terms[:m])
+                _step(params, velocity, grad, work, Xb, Tb, sizes, act, hyper, terms_b)
                 for b in range(m):
-                    total += terms[b] / n
+                    total += terms_b[b] / n
         losses[e] = total
 
 
@@ -196,11 +219,12 @@ train_span_gil = jit(_train_span, nogil=False, cache=False)
 
 
 @jit(parallel=True)
-def train_spans_parallel(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order):
-    # All N instances, one per prange iteration; every argument but X, T, sizes, act carries a
-    # leading instance axis (N, ...).  Each iteration writes only its own rows.
+def train_spans_parallel(params, velocity, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
+                         order):
+    # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
+    # T, sizes, act carries a leading instance axis (N, ...).  Each iteration writes only its rows.
     for k in numba.prange(params.shape[0]):
-        train_span(params[k], velocity[k], rng[k], losses[k], X, T, sizes, act, hyper[k], work[k],
+        train_span(params[k], velocity[k], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k], work[k],
                    grad[k], order[k])
 
 
@@ -208,7 +232,8 @@ def train_spans_parallel(params, velocity, rng, losses, X, T, sizes, act, hyper,
 def predict_proba(proba, X, params, sizes, act, penalty):
     # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
     n = X.shape[0]
-    work = np.empty(2 * n * (sizes[1:].sum()), dtype=params.dtype)
+    work = np.empty(workspace_size_jit(sizes, n), dtype=params.dtype)
     _forward(work, X, params, sizes, act, n)
-    z, _ = _buffers(work, sizes, sizes.shape[0] - 2, n)
+    z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, n)
     output_proba(proba, z, penalty)
+
