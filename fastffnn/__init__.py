@@ -3,6 +3,7 @@ exchanging what they learn at a barrier.  Numba nogil kernels; serial, threads, 
 backends with bit-identical results."""
 from . import datasets
 from .api import train
+from .estimator import FFNNEnsembleClassifier
 from .errors import InstanceFailed, NonFiniteError, SyncTimeout
 from .hyperparams import HyperParams, vary
 from .network import Ensemble, Instance
@@ -10,5 +11,5 @@ from .results import History, Timing, TrainResult
 
 __version__ = "0.1.0"
 
-__all__ = ["datasets", "train", "HyperParams", "vary", "InstanceFailed", "NonFiniteError", "SyncTimeout",
-           "Ensemble", "Instance", "History", "Timing", "TrainResult"]
+__all__ = ["datasets", "train", "FFNNEnsembleClassifier", "HyperParams", "vary", "InstanceFailed",
+           "NonFiniteError", "SyncTimeout", "Ensemble", "Instance", "History", "Timing", "TrainResult"]

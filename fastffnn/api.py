@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_X_y
+from sklearn.utils.validation import check_array, check_consistent_length, check_X_y, column_or_1d
 from threadpoolctl import threadpool_limits
 
 from . import _faults
@@ -62,7 +62,7 @@ def check_data(X, y, dtype):
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"The training data needs samples of at least 2 classes, but it contains only "
-                         f"one class: {classes[0]!r}.")
+                         f"one class: {classes.tolist()[0]!r}.")
     return X, y, classes
 
 
@@ -148,10 +148,11 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         if len(validation) != 2:
             raise ValueError(f"The 'validation' parameter of train must be a pair (X_val, y_val). Got a "
                              f"tuple of length {len(validation)} instead.")
-        X_val = check_array(validation[0], dtype=dtype, order="C")
+        X_val = check_array(validation[0], dtype=dtype, order="C", input_name="X_val")
         if X_val.shape[1] != X.shape[1]:
             raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {X.shape[1]}.")
-        y_val = np.asarray(validation[1])
+        y_val = column_or_1d(validation[1], warn=True)
+        check_consistent_length(X_val, y_val)
         unseen = np.setdiff1d(y_val, classes)
         if unseen.size:
             raise ValueError(f"y_val holds labels {unseen.tolist()} not seen in y.")

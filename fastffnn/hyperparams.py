@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, fields, replace
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
 from .kernels.config import BATCH_SIZE, L2, LR, MOMENTUM, N_HYPER, PENALTY
 
@@ -32,11 +34,15 @@ class HyperParams:
     """
 
     lr: float = 0.05
-    l2: float = 0.0
+    l2: float = 1e-3
     momentum: float = 0.9
     batch_size: int | None = None
     penalty: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self):
+        validate_parameter_constraints(
+            CONSTRAINTS, {name: getattr(self, name) for name in CONSTRAINTS}, caller_name="HyperParams")
 
     def row(self, n_samples: int) -> np.ndarray:
         """The (H,) float row the kernels read (see ``kernels.config``)."""
@@ -47,14 +53,31 @@ class HyperParams:
 
     @classmethod
     def from_row(cls, row: np.ndarray, n_samples: int, seed: int | None) -> "HyperParams":
+        """The hyperparameters a run actually used, read back from its (H,) row.  Not validated:
+        a sync callback may have set any value, and the run's result must still come back."""
         batch = int(row[BATCH_SIZE])
-        return cls(lr=float(row[LR]), l2=float(row[L2]), momentum=float(row[MOMENTUM]),
-                   batch_size=None if batch >= n_samples else batch, penalty=float(row[PENALTY]),
-                   seed=seed)
+        values = dict(lr=float(row[LR]), l2=float(row[L2]), momentum=float(row[MOMENTUM]),
+                      batch_size=None if batch >= n_samples else batch, penalty=float(row[PENALTY]),
+                      seed=seed)
+        obj = cls.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(obj, name, value)    # frozen dataclass: bypass __init__'s checks
+        return obj
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+# sklearn-style constraints, checked when a HyperParams is made (so also by ``vary`` and ``replace``):
+# "The 'lr' parameter of HyperParams must be a float in the range (0.0, inf). Got 0 instead."
+CONSTRAINTS = {
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "l2": [Interval(Real, 0, None, closed="left")],
+    "momentum": [Interval(Real, 0, 1, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    "penalty": [Interval(Real, 0, None, closed="neither")],
+    "seed": [Interval(Integral, 0, None, closed="left"), None],
+}
 
 FIELDS = tuple(f.name for f in fields(HyperParams))
 

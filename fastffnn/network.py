@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils.validation import check_array
 
 from .kernels import config, n_params, predict_proba
 
@@ -76,7 +77,10 @@ class Instance:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) for standardised X (n, F)."""
-        X = np.ascontiguousarray(X, dtype=self.params.dtype)
+        X = check_array(X, dtype=self.params.dtype, order="C", input_name="X")
+        if X.shape[1] != self.topology.sizes[0]:
+            raise ValueError(f"X has {X.shape[1]} features, but the network is expecting "
+                             f"{self.topology.sizes[0]} features as input.")
         K = self.topology.sizes[-1]
         proba = np.empty((X.shape[0], K), dtype=self.params.dtype)
         predict_proba(proba, X, self.params, self.topology.sizes_array, self.topology.act_code,

@@ -96,6 +96,14 @@ def matmul_tn(out, A, Bm):
     # while the 8 rows of Bm stay in L1, so the vectorised j-loop is bound by multiply-adds.
     B, I = A.shape
     O = Bm.shape[1]
+    if O < COLS:
+        # too narrow to vectorise along O (the output layer): vectorise along I instead
+        for j in range(O):
+            for b in range(B):
+                d = Bm[b, j]
+                for i in range(I):
+                    out[i, j] += A[b, i] * d
+        return
     b8 = B - B % 8
     for b in range(0, b8, 8):
         for i in range(I):
@@ -193,11 +201,13 @@ def activation_backward(d, a, act):
     if act == RELU:
         for b in range(B):
             for j in range(O):
-                d[b, j] = d[b, j] if a[b, j] > 0.0 else 0.0 * d[b, j]
+                if a[b, j] <= 0.0:
+                    d[b, j] *= 0.0
     elif act == LEAKY_RELU:
         for b in range(B):
             for j in range(O):
-                d[b, j] = d[b, j] if a[b, j] > 0.0 else LEAKY_SLOPE * d[b, j]
+                if a[b, j] <= 0.0:
+                    d[b, j] *= LEAKY_SLOPE
     elif act == TANH:
         for b in range(B):
             for j in range(O):
