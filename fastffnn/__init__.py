@@ -1,9 +1,8 @@
 """fastffnn: train many instances of a feed-forward network in parallel, on one shared dataset,
 exchanging what they learn at a barrier.  Numba nogil kernels; serial, threads, processes and prange
 backends with bit-identical results."""
-from . import datasets
-from .api import train
-from .estimator import FFNNEnsembleClassifier
+import importlib
+
 from .errors import InstanceFailed, NonFiniteError, SyncTimeout
 from .hyperparams import HyperParams, vary
 from .network import Ensemble, Instance
@@ -11,5 +10,22 @@ from .results import History, Timing, TrainResult
 
 __version__ = "0.1.0"
 
+# The parts built on scikit-learn load on first use, so a worker process (which imports this
+# package to run its kernels) starts in a fraction of a second instead of importing sklearn.
+_LAZY = {"train": "api", "FFNNEnsembleClassifier": "estimator", "datasets": None}
+
 __all__ = ["datasets", "train", "FFNNEnsembleClassifier", "HyperParams", "vary", "InstanceFailed",
            "NonFiniteError", "SyncTimeout", "Ensemble", "Instance", "History", "Timing", "TrainResult"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fastffnn' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

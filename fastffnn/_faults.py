@@ -51,7 +51,8 @@ def inject(*faults: Fault):
     try:
         yield
     finally:
-        del _PLAN[:]
+        for fault in faults:        # only these: an enclosing ``inject`` keeps its own
+            _PLAN.remove(fault)
 
 
 def plan() -> tuple:

@@ -13,15 +13,19 @@ import numpy as np
 from . import kernels
 
 from .barrier import ConditionBarrier
-from .driver import Context, coordinate, worker_loop
+from .driver import Context, coordinate, run_instances, worker_loop
+from .sync import combine
 
 # Numba's threading layers that may be entered from several Python threads at once.
 THREADSAFE_LAYERS = ("tbb", "omp")
 
 
 def warm_predict(ctx: Context) -> None:
+    """Compile what the sync action calls: prediction and the reduction."""
     proba = np.empty((1, ctx.T.shape[1]), dtype=ctx.params.dtype)
-    kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act, ctx.hyper[0, 0])
+    kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act,
+                          ctx.hyper[0, kernels.config.PENALTY])
+    combine(ctx.params[:, :1], np.ones(ctx.plan.instances))
 
 
 class Backend:
@@ -44,6 +48,7 @@ class Backend:
     def run(self, ctx: Context, action) -> float:
         """Warm the kernels, then run every round; returns the wall seconds, compilation excluded."""
         self.warm(ctx)
+        ctx.compute[...] = 0.0      # compiling is not computing
         t = perf_counter()
         self.execute(ctx, action)
         return perf_counter() - t
@@ -62,29 +67,34 @@ class SerialBackend(Backend):
         ctx.raise_failure(None)
 
 
+def run_in_threads(ctx: Context, action, groups, run_group=run_instances, scratch=None) -> None:
+    """One worker thread per group; the calling thread is one more party of the
+    ``ConditionBarrier``, so it times rounds out and takes Ctrl-C while the workers compute."""
+    barrier = ConditionBarrier(len(groups) + 1, action, timeout=ctx.plan.timeout)
+    threads = [threading.Thread(target=worker_loop, args=(ctx, w, list(g), barrier, run_group, scratch),
+                                name=f"fastffnn-worker-{w}", daemon=True)
+               for w, g in enumerate(groups)]
+    try:
+        for t in threads:
+            t.start()
+        failed = coordinate(ctx, barrier)
+    finally:
+        ctx.cancel.set()
+        barrier.abort()
+        for t in threads:
+            if t.ident is not None:     # started
+                t.join()
+    ctx.raise_failure(failed)
+
+
 class ThreadsBackend(Backend):
-    """A pool of threads running the nogil span kernels; the calling thread is one more party of
-    the ``ConditionBarrier``, so it can time a round out and take Ctrl-C."""
+    """A pool of threads running the nogil span kernels."""
 
     name = "threads"
     parallel = True
 
     def execute(self, ctx: Context, action) -> None:
-        groups = ctx.plan.groups
-        barrier = ConditionBarrier(len(groups) + 1, action, timeout=ctx.plan.timeout)
-        threads = [threading.Thread(target=worker_loop, args=(ctx, w, list(g), barrier),
-                                    name=f"fastffnn-worker-{w}", daemon=True)
-                   for w, g in enumerate(groups)]
-        for t in threads:
-            t.start()
-        try:
-            failed = coordinate(ctx, barrier)
-        finally:
-            ctx.cancel.set()
-            barrier.abort()
-            for t in threads:
-                t.join()
-        ctx.raise_failure(failed)
+        run_in_threads(ctx, action, ctx.plan.groups)
 
 
 _PRANGE_LOCK = threading.Lock()
@@ -95,17 +105,21 @@ def run_prange(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch
     (every instance stops there), which leaves the results unchanged."""
     work, grad = scratch
     for start, stop, fault in ctx.plan.segments(group, e0, e1):
-        kernels.train_spans_parallel(ctx.params, ctx.velocity, ctx.rng, ctx.losses[:, start:stop], ctx.X,
+        if ctx.cancel.is_set():
+            return
+        t = perf_counter()
+        kernels.train_spans_parallel(ctx.params, ctx.velocity, ctx.rng, ctx.losses, start, stop, ctx.X,
                                      ctx.T, ctx.sizes, ctx.act, ctx.hyper, work, grad, ctx.order)
+        ctx.compute[group] += perf_counter() - t    # every instance ran for the whole call
         if fault is not None:
-            ctx.at(worker, fault.instance, fault.epoch)
-            ctx.fire(fault)
+            ctx.fire(fault, worker)
 
 
 class PrangeBackend(Backend):
-    """One compiled ``parallel=True`` call over all instances per round, from the calling thread.
-    It is the only caller of parallel kernels, and refuses to enter them from a second thread at
-    once when Numba's threading layer is not thread-safe (workqueue aborts the process)."""
+    """One compiled ``parallel=True`` call over all instances per round, made by one worker
+    thread while the calling thread keeps the deadline and takes Ctrl-C.  It is the only caller
+    of parallel kernels, and refuses to enter them from a second thread at once when Numba's
+    threading layer is not thread-safe (workqueue aborts the process)."""
 
     name = "prange"
     parallel = True
@@ -135,8 +149,7 @@ class PrangeBackend(Backend):
 
     def execute(self, ctx: Context, action) -> None:
         N = ctx.plan.instances
-        worker_loop(ctx, 0, list(range(N)), ConditionBarrier(1, action), run_prange, ctx.scratch((N,)))
-        ctx.raise_failure(None)
+        run_in_threads(ctx, action, [range(N)], run_prange, ctx.scratch((N,)))
 
 
 def get_backend(name: str) -> Backend:

@@ -117,8 +117,11 @@ class Context:
         """Note where a worker is (instance -1: between spans), to name it if its process dies."""
         self.position[worker] = instance, epoch
 
-    def fire(self, fault: Fault) -> None:
-        """Carry out an injected fault; an exception it raises is the instance's failure."""
+    def fire(self, fault: Fault, worker: int | None = None) -> None:
+        """Carry out an injected fault (in ``worker``, whose position then names the instance if
+        the fault kills its process); an exception it raises is the instance's failure."""
+        if worker is not None:
+            self.at(worker, fault.instance, fault.epoch)
         try:
             trigger(fault, self.params[fault.instance], self.cancel)
         except Exception as exc:
@@ -140,11 +143,12 @@ def run_instances(ctx: Context, worker: int, group: list, e0: int, e1: int, scra
         t = perf_counter()
         try:
             for start, stop, fault in ctx.plan.segments((k,), e0, e1):
+                if ctx.cancel.is_set():
+                    return
                 ctx.at(worker, k, start)
                 ctx.run_span(k, start, stop, scratch)
                 if fault is not None:
-                    ctx.at(worker, k, stop)
-                    ctx.fire(fault)
+                    ctx.fire(fault, worker)
         except InstanceFailed:
             raise
         except Exception as exc:
@@ -157,16 +161,18 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
     """The training loop of one worker: for each sync round, run the span of every instance it
     owns, then meet the others at the barrier, whose action syncs them.  A failure is recorded
     as the run's root cause and breaks the barrier for everyone."""
-    scratch = ctx.scratch() if scratch is None else scratch
     try:
+        scratch = ctx.scratch() if scratch is None else scratch
         for r, (e0, e1) in enumerate(ctx.plan.rounds):
             if ctx.cancel.is_set():
                 return
             run_group(ctx, worker, group, e0, e1, scratch)
-            ctx.progress[worker] = r + 1
-            ctx.at(worker, -1, e1)
             for fault in ctx.plan.faults_at(group, e0, e1, "barrier"):
-                ctx.fire(fault)
+                ctx.fire(fault, worker)
+            if ctx.cancel.is_set():
+                return      # cancelled mid-round: this worker never arrived
+            ctx.progress[worker] = r + 1        # arrived: not "missing" in a SyncTimeout
+            ctx.at(worker, -1, e1)
             t = perf_counter()
             barrier.wait()
             ctx.waited[group] += perf_counter() - t
@@ -183,8 +189,9 @@ def coordinate(ctx: Context, barrier) -> int | None:
     for r in range(len(ctx.plan.rounds)):
         try:
             barrier.wait()
-        except KeyboardInterrupt:
-            raise
-        except Exception:
+        except BrokenBarrierError:
+            return r        # a party failed (its failure is recorded) or the round timed out
+        except Exception as exc:
+            ctx.failure.record(exc)     # the action, run here, raised (already recorded) -- or anything else
             return r
     return None

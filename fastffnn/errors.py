@@ -12,6 +12,8 @@ class InstanceFailed(FastFFNNError):
     def __init__(self, instance: int, epoch: int, cause: object):
         super().__init__(instance, epoch, cause)
         self.instance, self.epoch, self.cause = instance, epoch, cause
+        if isinstance(cause, BaseException):
+            self.__cause__ = cause      # also when rebuilt from pickle in the parent process
 
     def __str__(self) -> str:
         return f"instance {self.instance} failed in epoch {self.epoch}: {self.cause}"

@@ -1,12 +1,12 @@
 """Per-instance hyperparameters and ``vary`` to build N of them."""
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import asdict, dataclass, fields, replace
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
 from .kernels.config import BATCH_SIZE, L2, LR, MOMENTUM, N_HYPER, PENALTY
 
@@ -41,8 +41,10 @@ class HyperParams:
     seed: int | None = None
 
     def __post_init__(self):
+        from sklearn.utils._param_validation import validate_parameter_constraints
+        constraints = _constraints()
         validate_parameter_constraints(
-            CONSTRAINTS, {name: getattr(self, name) for name in CONSTRAINTS}, caller_name="HyperParams")
+            constraints, {name: getattr(self, name) for name in constraints}, caller_name="HyperParams")
 
     def row(self, n_samples: int) -> np.ndarray:
         """The (H,) float row the kernels read (see ``kernels.config``)."""
@@ -68,16 +70,20 @@ class HyperParams:
         return asdict(self)
 
 
-# sklearn-style constraints, checked when a HyperParams is made (so also by ``vary`` and ``replace``):
-# "The 'lr' parameter of HyperParams must be a float in the range (0.0, inf). Got 0 instead."
-CONSTRAINTS = {
-    "lr": [Interval(Real, 0, None, closed="neither")],
-    "l2": [Interval(Real, 0, None, closed="left")],
-    "momentum": [Interval(Real, 0, 1, closed="left")],
-    "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-    "penalty": [Interval(Real, 0, None, closed="neither")],
-    "seed": [Interval(Integral, 0, None, closed="left"), None],
-}
+@functools.cache
+def _constraints() -> dict:
+    """sklearn-style constraints, checked when a HyperParams is made (so also by ``vary`` and
+    ``replace``): "The 'lr' parameter of HyperParams must be a float in the range (0.0, inf). Got 0
+    instead."  Built on first use: worker processes never validate, and skip importing sklearn."""
+    from sklearn.utils._param_validation import Interval
+    return {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "l2": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "penalty": [Interval(Real, 0, None, closed="neither")],
+        "seed": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
 FIELDS = tuple(f.name for f in fields(HyperParams))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils.validation import check_array
 
 from .kernels import config, n_params, predict_proba
 
@@ -77,6 +76,7 @@ class Instance:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) for standardised X (n, F)."""
+        from sklearn.utils.validation import check_array     # not at import: workers never need it
         X = check_array(X, dtype=self.params.dtype, order="C", input_name="X")
         if X.shape[1] != self.topology.sizes[0]:
             raise ValueError(f"X has {X.shape[1]} features, but the network is expecting "

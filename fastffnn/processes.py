@@ -16,6 +16,7 @@ import os
 import pickle
 import secrets
 import signal
+import threading
 import traceback
 from multiprocessing.connection import wait as wait_any
 from threading import BrokenBarrierError
@@ -26,14 +27,28 @@ from threadpoolctl import threadpool_limits
 
 from .backends import Backend
 from .driver import Context, coordinate, worker_loop
-from .errors import InstanceFailed
+from .errors import InstanceFailed, SyncTimeout
 
 SHM_DIR = "/dev/shm"
 PREFIX = "fastffnn"
+STARTUP_TIMEOUT = 120.0     # seconds a worker may take to start (imports, loading kernels)
+EXIT_TIMEOUT = 10.0         # seconds a worker that reported "done" may take to exit
 
 
 class WorkerDied(RuntimeError):
     """The cause of an InstanceFailed whose worker process ended before completing its work."""
+
+
+class RemoteTraceback(Exception):
+    """Set as ``__cause__`` of an exception received from a worker: its traceback there, as text
+    (as ``concurrent.futures`` does)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text}\"\"\""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,16 +99,16 @@ class PipeBarrier:
         self.round = 0
 
     def wait(self) -> None:
+        """No deadline here: the parent keeps it, and kills this worker when a round fails."""
         ctx = self.ctx
         e0, e1 = ctx.plan.rounds[self.round]
         self.round += 1
         self.conn.send(("arrive",))
         for fault in ctx.plan.faults_at(ctx.plan.groups[self.worker], e0, e1, "sync"):
-            ctx.fire(fault)         # inside the sync section: arrived, verdict not yet received
+            ctx.fire(fault, self.worker)      # inside the sync section: arrived, verdict not yet received
         try:
-            if ctx.plan.timeout is None or self.conn.poll(ctx.plan.timeout):
-                if self.conn.recv() == "go":
-                    return
+            if self.conn.recv() == "go":
+                return
         except (EOFError, OSError):
             pass            # the parent is gone
         raise BrokenBarrierError
@@ -102,27 +117,53 @@ class PipeBarrier:
         """The failure itself is sent to the parent when the worker loop returns."""
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception if it pickles; otherwise the same failure with its traceback as text."""
-    text = "".join(traceback.format_exception(exc))
+def _portable(exc: BaseException) -> tuple:
+    """("failed", exception, traceback text), the exception replaced by the text when it does not
+    survive pickling (it holds a lock, or cannot be rebuilt from its args)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        pickle.dumps(exc)
-        return exc
+        pickle.loads(pickle.dumps(exc))
     except Exception:
-        if isinstance(exc, InstanceFailed):
-            return InstanceFailed(exc.instance, exc.epoch, text)
-        return RuntimeError(text)
+        exc = (InstanceFailed(exc.instance, exc.epoch, text) if isinstance(exc, InstanceFailed)
+               else RuntimeError(text))
+    return "failed", exc, text
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the parent dies, even while a kernel or a hang holds its main thread
+    (the parent's segments are then swept by the next run)."""
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (wait_any([parent.sentinel]), os._exit(1)),
+                         name="fastffnn-parent-watch", daemon=True).start()
 
 
 def _worker_main(plan, segments: dict, worker: int, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's to handle
+    _exit_with_parent()
+    group = list(plan.groups[worker])
     with threadpool_limits(1):
         ctx = Context(plan, attach(segments))
-        barrier = PipeBarrier(conn, ctx, worker)
-        worker_loop(ctx, worker, list(plan.groups[worker]), barrier)
+        try:
+            scratch = ctx.scratch()
+            ctx.run_span(group[0], 0, 0, scratch)   # load the kernel before the first round's clock
+        except Exception as exc:
+            ctx.failure.record(InstanceFailed(group[0], 0, exc))
+        else:
+            conn.send(("ready",))
+            worker_loop(ctx, worker, group, PipeBarrier(conn, ctx, worker), scratch=scratch)
         failure = ctx.failure.exc
     with contextlib.suppress(OSError):
-        conn.send(("failed", _portable(failure)) if failure is not None else ("done",))
+        conn.send(_portable(failure) if failure is not None else ("done",))
+
+
+def _received_failure(exc: BaseException, text: str) -> BaseException:
+    """A worker's failure with the traceback it had there: ``InstanceFailed.__cause__`` is the
+    original exception, whose own ``__cause__`` becomes that traceback."""
+    cause = exc.cause if isinstance(exc, InstanceFailed) else exc
+    if text and isinstance(cause, BaseException) and cause.__cause__ is None:
+        cause.__cause__ = RemoteTraceback(text)
+    return exc
 
 
 class ProcessCoordinator:
@@ -133,11 +174,11 @@ class ProcessCoordinator:
         self.ctx, self.procs, self.conns, self.action = ctx, procs, conns, action
         self.round = 0
 
-    def _gather(self, expect: str) -> None:
-        """Wait until every worker has sent ``expect``; a death, failure or timeout breaks."""
-        ctx, timeout = self.ctx, self.ctx.plan.timeout
+    def _gather(self, expect: str, timeout: float | None) -> None:
+        """Wait until every worker has sent ``expect``; a death, failure or timeout breaks (the
+        workers still missing are then left in ``pending``)."""
         deadline = None if timeout is None else monotonic() + timeout
-        pending = set(range(len(self.procs)))
+        self.pending = pending = set(range(len(self.procs)))
         while pending:
             owners = {}
             for w in pending:
@@ -146,43 +187,63 @@ class ProcessCoordinator:
             ready = wait_any(list(owners), timeout=left)
             if not ready:
                 raise BrokenBarrierError        # timed out: the driver names the missing workers
-            for obj in ready:
-                w = owners[obj]
-                if w not in pending:
-                    continue
-                msg = self._receive(w) if obj is self.conns[w] else None
+            for w in sorted({owners[obj] for obj in ready}):
+                # the pipe first: a worker whose last message is waiting there has not died early
+                msg = self._receive(w)
                 if msg is None:
                     self._died(w)
                 elif msg[0] == "failed":
-                    exc = msg[1]
-                    if isinstance(exc, InstanceFailed) and isinstance(exc.cause, BaseException):
-                        exc.__cause__ = exc.cause
-                    ctx.failure.record(exc)
+                    self.ctx.failure.record(_received_failure(*msg[1:]))
                     raise BrokenBarrierError
-                elif msg[0] == expect:
-                    pending.discard(w)
+                elif msg[0] != expect:
+                    self._died(w, f"stopped early (sent {msg[0]!r} when {expect!r} was due)")
+                pending.discard(w)
 
     def _receive(self, w: int):
+        """The worker's next message; None when it has none because it is gone."""
+        conn = self.conns[w]
         try:
-            return self.conns[w].recv()
+            return conn.recv() if conn.poll() else None
         except (EOFError, OSError):
             return None
+        except Exception as exc:        # it arrived but cannot be unpickled here
+            instance, epoch, group = self._where(w)
+            return "failed", InstanceFailed(instance, epoch, WorkerDied(
+                f"worker process {self.procs[w].pid} (instances {group}) sent a message that could not "
+                f"be unpickled: {exc!r}")), ""
 
-    def _died(self, w: int) -> None:
-        proc = self.procs[w]
-        proc.join(1.0)
-        code = proc.exitcode
-        how = (f"was killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exited with code {code} before completion")
+    def _where(self, w: int) -> tuple:
+        """(instance, epoch, instances) of worker ``w``: where it was last seen."""
         instance, epoch = (int(v) for v in self.ctx.position[w])
         group = list(self.ctx.plan.groups[w])
-        instance = group[0] if instance < 0 else instance
+        return group[0] if instance < 0 else instance, epoch, group
+
+    def _died(self, w: int, how: str | None = None) -> None:
+        proc = self.procs[w]
+        if how is None:
+            proc.join(1.0)
+            code = proc.exitcode
+            how = (f"was killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exited with code {code} before completion")
+        instance, epoch, group = self._where(w)
         self.ctx.failure.record(InstanceFailed(instance, epoch, WorkerDied(
             f"worker process {proc.pid} (instances {group}) {how}")))
         raise BrokenBarrierError
 
+    def start(self) -> None:
+        """Wait until every worker has started and loaded its kernels; spawning is not part of
+        the first round's timeout, but has a deadline of its own."""
+        timeout = self.ctx.plan.timeout
+        timeout = None if timeout is None else max(timeout, STARTUP_TIMEOUT)
+        try:
+            self._gather("ready", timeout)
+        except BrokenBarrierError:
+            missing = [k for w in sorted(self.pending) for k in self.ctx.plan.groups[w]]
+            self.ctx.failure.record(SyncTimeout(0, missing, timeout))
+            raise
+
     def wait(self) -> None:
-        self._gather("arrive")
+        self._gather("arrive", self.ctx.plan.timeout)
         self.action()
         self.round += 1
         for conn in self.conns:
@@ -190,7 +251,7 @@ class ProcessCoordinator:
                 conn.send("go")
 
     def finish(self) -> None:
-        self._gather("done")
+        self._gather("done", self.ctx.plan.timeout)
 
     def abort(self) -> None:
         for proc in self.procs:
@@ -243,7 +304,12 @@ class ProcessesBackend(Backend):
                 proc.start()
             for _, child in pipes:
                 child.close()
-            failed = coordinate(ctx, coordinator)
+            try:
+                coordinator.start()
+            except BrokenBarrierError:
+                failed = 0
+            else:
+                failed = coordinate(ctx, coordinator)
             if failed is None:
                 try:
                     coordinator.finish()
@@ -254,8 +320,12 @@ class ProcessesBackend(Backend):
                 coordinator.abort()
             for proc in procs:
                 if proc.pid is not None:        # started
-                    proc.join()
+                    proc.join(None if failed is not None else EXIT_TIMEOUT)
+                    if proc.exitcode is None:   # "done" but not gone: do not wait for it forever
+                        proc.kill()
+                        proc.join()
                     proc.close()
             for parent, child in pipes:
                 parent.close()
+                child.close()
         ctx.raise_failure(failed)

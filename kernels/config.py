@@ -6,11 +6,30 @@ losses and weights for NaN/Inf after each span, and those flags would let LLVM
 fold such checks away.  ``afn`` (approximate exp/log) is left out too, so the
 stable log-sigmoid / log-sum-exp forms stay exact.
 """
+import warnings
+
 import numba
+from numba.core.caching import FunctionCache
 
 NOGIL = True
 CACHE = True
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+
+class TolerantCache(FunctionCache):
+    """Numba's on-disk cache, except that an unreadable entry (a truncated index, a corrupted data
+    file) is a miss: the cache is reset with a warning and the kernel recompiles, where Numba
+    itself would raise from the call."""
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as exc:
+            warnings.warn(f"fastffnn: the Numba cache of {self._name} was unreadable "
+                          f"({type(exc).__name__}: {exc}); it was reset and the kernel recompiles.",
+                          RuntimeWarning, stacklevel=2)
+            self.flush()        # a fresh, empty index, so the new compilation can be saved
+            return None
 
 
 def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
@@ -19,7 +38,12 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
     ``inline="always"`` is for the small helpers of the inner loops (register blocks, epilogues):
     inlined at Numba's IR level, their loops vectorise in the caller's context (measured 1.5x on
     the 4 x 2 block), which LLVM's own inlining of a separate function did not achieve."""
-    decorate = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel, inline=inline)
+    def decorate(f):
+        dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
+                                inline=inline)(f)
+        if cache:
+            dispatcher._cache = TolerantCache(f)
+        return dispatcher
     return decorate if func is None else decorate(func)
 
 

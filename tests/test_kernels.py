@@ -1,0 +1,697 @@
+"""Every kernel against its slow, obvious reference in ``tests/naive.py``; every backward kernel
+against central finite differences; the whole network's gradient and update rule; numerical
+stability of the outputs; the numpy and GIL-holding span kernels against the nogil one;
+determinism and initialisation.
+
+Layer kernels are checked on shapes drawn by hypothesis (batch 1..8, widths 1..6), each example in
+float64 and float32 and for every activation.  Inputs are drawn as float32 values, so the same
+numbers feed both dtypes and one float64 finite difference serves both: the float64 kernel must
+match it to ``fd`` tolerance, the float32 kernel to float32 tolerance (``naive.TOLERANCES``).
+Each test loops over dtypes and activations itself rather than being parametrised over them: the
+kernels take microseconds, the per-test fixtures of ``conftest.py`` do not.
+"""
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import make_classification
+from sklearn.preprocessing import StandardScaler
+
+import fastffnn
+from fastffnn import HyperParams, vary
+from fastffnn.kernels import config, layers, numpy_span, span
+from fastffnn.kernels.reduce import combine_rows
+from fastffnn.network import Topology, init_params
+
+import naive
+
+DTYPES = [np.dtype(np.float64), np.dtype(np.float32)]
+ACTIVATIONS = list(naive.HIDDEN_ACTIVATIONS)        # names; kernels take naive.ACTIVATION_CODES[name]
+ALL_ACTIVATIONS = ACTIVATIONS + ["identity"]        # identity: the output layer's logits
+SETTINGS = settings(max_examples=25, deadline=None, database=None)
+BATCH = st.integers(1, 8)
+WIDTH = st.integers(1, 6)
+CLASSES = st.sampled_from([3, 4, 5, 6])               # softmax outputs
+SEED = st.integers(0, 2**32 - 1)
+PENALTY = st.sampled_from([1.0, 0.5, 2.0, 5.0])
+SCALE = st.sampled_from([1.0, 0.125, 0.2])
+
+
+def draw(rng, shape, scale=1.0):
+    """Normal values that are exact in float32 (and so in both dtypes), as float64."""
+    return (scale * rng.normal(size=shape)).astype(np.float32).astype(np.float64)
+
+
+def away_from_zero(rng, shape):
+    """Pre-activations at least 0.05 from relu's kink, far more than the difference step."""
+    magnitude = 0.05 + 2.0 * np.abs(rng.normal(size=shape))
+    return (rng.choice([-1.0, 1.0], size=shape) * magnitude).astype(np.float32).astype(np.float64)
+
+
+def binary_targets(rng, B):
+    return rng.integers(0, 2, size=(B, 1)).astype(np.float64)
+
+
+def onehot_targets(rng, B, K):
+    return np.eye(K)[rng.integers(0, K, size=B)]
+
+
+def f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def where(**kw):
+    """err_msg naming the case that failed, e.g. 'dtype=float32 act=relu'."""
+    return " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+# ============================================================================================
+# Calling conventions of the dense kernels, in one place (the rest of the file goes through these)
+# ============================================================================================
+def kernel_dense_forward(inp, weight, bias, act="identity"):
+    """act(inp @ weight + bias) (B, O) from the kernel, in the dtype of its inputs."""
+    out = np.full((inp.shape[0], weight.shape[1]), np.nan, inp.dtype)
+    layers.dense_forward(out, inp, np.ascontiguousarray(weight.T), bias, naive.ACTIVATION_CODES[act])
+    return out
+
+
+def kernel_dense_backward(dout, inp, weight, dweight, dbias, act="identity", need_dinp=True):
+    """dinp (B, I) from the kernel: (dout @ weight^T) * act'(z), where inp = act(z) is the previous
+    layer's activation; None when skipped.  dweight (I, O) and dbias (O,) accumulate in place."""
+    B, I = inp.shape
+    dinp = np.full((B if need_dinp else 0, I), np.nan, inp.dtype)
+    layers.dense_backward(dinp, dweight, dbias, dout, inp, weight, naive.ACTIVATION_CODES[act])
+    return dinp if need_dinp else None
+
+
+def kernel_activation_forward(z, act, bias=None):
+    """act(z + bias) from the kernel (bias 0 when not given)."""
+    a = z.copy()
+    layers.activation_forward(a, np.zeros(z.shape[1], z.dtype) if bias is None else bias,
+                              naive.ACTIVATION_CODES[act])
+    return a
+
+
+def kernel_activation_backward(d, a, act):
+    grad = d.copy()
+    layers.activation_backward(grad, a, naive.ACTIVATION_CODES[act])
+    return grad
+
+
+# ============================================================================================
+# Layer kernels against naive references
+# ============================================================================================
+@SETTINGS
+@given(R=st.integers(1, 40), C=WIDTH, seed=SEED)
+def test_transpose(R, C, seed):
+    x = draw(np.random.default_rng(seed), (R, C))
+    for dtype in DTYPES:
+        outT = np.full((C, R), np.nan, dtype)
+        layers.transpose(outT, x.astype(dtype))
+        np.testing.assert_array_equal(outT, x.T, err_msg=where(dtype=dtype))
+
+
+@SETTINGS
+@given(R=BATCH, C=WIDTH, K=WIDTH, seed=SEED)
+def test_matmul_nt(R, C, K, seed):
+    # out (R, C) = A (R, K) @ Bm (C, K)^T, overwriting out or added to it
+    rng = np.random.default_rng(seed)
+    A, Bm, out0 = draw(rng, (R, K)), draw(rng, (C, K)), draw(rng, (R, C))
+    want = naive.matmul(A, Bm.T)
+    for dtype in DTYPES:
+        for accumulate in (False, True):
+            out = out0.astype(dtype)
+            layers.matmul_nt(out, A.astype(dtype), Bm.astype(dtype), accumulate)
+            naive.assert_close(out, want + (out0 if accumulate else 0.0), dtype,
+                               msg=where(dtype=dtype, accumulate=accumulate))
+
+
+@SETTINGS
+@given(B=st.integers(1, 20), I=WIDTH, O=WIDTH, seed=SEED)
+def test_matmul_tn(B, I, O, seed):
+    # out (I, O) += A (B, I)^T @ Bm (B, O); batches past 8 exercise the 8-row blocks
+    rng = np.random.default_rng(seed)
+    A, Bm, out0 = draw(rng, (B, I)), draw(rng, (B, O)), draw(rng, (I, O))
+    want = out0 + naive.matmul(A.T, Bm)
+    for dtype in DTYPES:
+        out = out0.astype(dtype)
+        layers.matmul_tn(out, A.astype(dtype), Bm.astype(dtype))
+        naive.assert_close(out, want, dtype, msg=where(dtype=dtype))
+
+
+@SETTINGS
+@given(B=BATCH, I=WIDTH, O=WIDTH, seed=SEED)
+def test_dense_forward(B, I, O, seed):
+    rng = np.random.default_rng(seed)
+    inp, weight, bias = draw(rng, (B, I)), draw(rng, (I, O)), draw(rng, O)
+    for act in ALL_ACTIVATIONS:
+        want = naive.activation_forward(naive.dense_forward(inp, weight, bias), act)
+        for dtype in DTYPES:
+            out = kernel_dense_forward(inp.astype(dtype), weight.astype(dtype), bias.astype(dtype), act)
+            assert out.dtype == dtype
+            naive.assert_close(out, want, dtype, msg=where(dtype=dtype, act=act))
+
+
+@SETTINGS
+@given(B=BATCH, I=WIDTH, O=WIDTH, seed=SEED)
+def test_dense_backward(B, I, O, seed):
+    rng = np.random.default_rng(seed)
+    z = draw(rng, (B, I), scale=2.0)                     # the previous layer's pre-activation
+    weight, dout = draw(rng, (I, O)), draw(rng, (B, O))
+    dweight0, dbias0 = draw(rng, (I, O)), draw(rng, O)
+    for act in ALL_ACTIVATIONS:
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, act=act)
+            inp = naive.activation_forward(z, act).astype(dtype)
+            dinp_raw, want_dweight, want_dbias = naive.dense_backward(dout, inp, weight)
+            w, d = weight.astype(dtype), dout.astype(dtype)
+
+            # weight and bias gradients accumulate into what is there; the input gradient is overwritten
+            dweight, dbias = dweight0.astype(dtype), dbias0.astype(dtype)
+            dinp = kernel_dense_backward(d, inp, w, dweight, dbias, act)
+            naive.assert_close(dinp, naive.activation_backward(dinp_raw, z, act), dtype, msg=msg)
+            naive.assert_close(dweight, dweight0 + want_dweight, dtype, msg=msg)
+            naive.assert_close(dbias, dbias0 + want_dbias, dtype, msg=msg)
+
+            # the first layer skips its input gradient and still gets the same weight gradients
+            dweight_skip, dbias_skip = dweight0.astype(dtype), dbias0.astype(dtype)
+            assert kernel_dense_backward(d, inp, w, dweight_skip, dbias_skip, act, need_dinp=False) is None
+            naive.assert_close(dweight_skip, dweight, dtype, msg=msg)
+            naive.assert_close(dbias_skip, dbias, dtype, msg=msg)
+
+
+@pytest.mark.parametrize("act", ALL_ACTIVATIONS)
+@SETTINGS
+@given(B=BATCH, I=WIDTH, O=WIDTH, seed=SEED)
+def test_dense_backward_finite_differences(act, B, I, O, seed):
+    # the objective sum(dout * (act(z) @ weight + bias)), differentiated by the kernel w.r.t. z
+    # (fused with the activation), weight and bias; differences of the float64 forward kernel
+    rng = np.random.default_rng(seed)
+    z = away_from_zero(rng, (B, I))
+    weight, bias, dout = draw(rng, (I, O)), draw(rng, O), draw(rng, (B, O))
+
+    def objective(z, w, b):
+        return float((dout * kernel_dense_forward(naive.activation_forward(z, act), w, b)).sum())
+
+    fd_z = naive.fd_gradient(lambda x: objective(x, weight, bias), z)
+    fd_weight = naive.fd_gradient(lambda w: objective(z, w, bias), weight)
+    fd_bias = naive.fd_gradient(lambda b: objective(z, weight, b), bias)
+    for dtype in DTYPES:
+        msg = where(dtype=dtype)
+        inp = naive.activation_forward(z, act).astype(dtype)
+        dweight, dbias = np.zeros((I, O), dtype), np.zeros(O, dtype)
+        dinp = kernel_dense_backward(dout.astype(dtype), inp, weight.astype(dtype), dweight, dbias, act)
+        naive.assert_close(dinp, fd_z, dtype, "fd", msg)
+        naive.assert_close(dweight, fd_weight, dtype, "fd", msg)
+        naive.assert_close(dbias, fd_bias, dtype, "fd", msg)
+
+
+@SETTINGS
+@given(B=BATCH, O=WIDTH, seed=SEED)
+def test_activation_forward(B, O, seed):
+    # act(z + bias): the dense layer's bias is added in the activation pass
+    rng = np.random.default_rng(seed)
+    z, bias = draw(rng, (B, O), scale=3.0), draw(rng, O)
+    for act in ALL_ACTIVATIONS:
+        want = naive.activation_forward(z + bias, act)
+        for dtype in DTYPES:
+            naive.assert_close(kernel_activation_forward(z.astype(dtype), act, bias.astype(dtype)), want,
+                               dtype, msg=where(dtype=dtype, act=act))
+
+
+@SETTINGS
+@given(B=BATCH, O=WIDTH, seed=SEED)
+def test_activation_backward(B, O, seed):
+    rng = np.random.default_rng(seed)
+    z, d = draw(rng, (B, O), scale=3.0), draw(rng, (B, O))
+    for act in ALL_ACTIVATIONS:
+        want = naive.activation_backward(d, z, act)
+        for dtype in DTYPES:
+            a = kernel_activation_forward(z.astype(dtype), act)
+            naive.assert_close(kernel_activation_backward(d.astype(dtype), a, act), want, dtype,
+                               msg=where(dtype=dtype, act=act))
+
+
+@SETTINGS
+@given(B=BATCH, O=WIDTH, seed=SEED)
+def test_activation_backward_finite_differences(B, O, seed):
+    rng = np.random.default_rng(seed)
+    z, d = away_from_zero(rng, (B, O)), draw(rng, (B, O))
+    for act in ALL_ACTIVATIONS:
+        fd = naive.fd_gradient(lambda x: float((d * kernel_activation_forward(x, act)).sum()), z)
+        for dtype in DTYPES:
+            a = kernel_activation_forward(z.astype(dtype), act)
+            naive.assert_close(kernel_activation_backward(d.astype(dtype), a, act), fd, dtype, "fd",
+                               where(dtype=dtype, act=act))
+
+
+def test_activation_derivative_at_the_kink_is_the_left_one():
+    # relu'(0) = 0 and leaky_relu'(0) = slope, as naive.activation_backward says
+    for act, want in [("relu", 0.0), ("leaky_relu", config.LEAKY_SLOPE)]:
+        for dtype in DTYPES:
+            a = kernel_activation_forward(np.zeros((1, 2), dtype), act)
+            grad = kernel_activation_backward(np.ones((1, 2), dtype), a, act)
+            np.testing.assert_array_equal(grad, np.full((1, 2), want, dtype))
+            naive.assert_close(grad, naive.activation_backward(np.ones((1, 2)), np.zeros((1, 2)), act), dtype)
+
+
+# ============================================================================================
+# Output kernels
+# ============================================================================================
+def _output_case(rng, B, K, scale=3.0):
+    z = draw(rng, (B, K), scale=scale)
+    return z, (binary_targets(rng, B) if K == 1 else onehot_targets(rng, B, K))
+
+
+def kernel_xent_forward(z, t, penalty):
+    terms = np.full(z.shape[0], np.nan, dtype=z.dtype)
+    forward = layers.sigmoid_xent_forward if z.shape[1] == 1 else layers.softmax_xent_forward
+    # the span kernels pass penalty as a scalar of the run's dtype (read from the hyper row)
+    forward(terms, z, t.astype(z.dtype), z.dtype.type(penalty))
+    return terms
+
+
+def kernel_xent_backward(z, t, penalty, scale):
+    dz = np.full(z.shape, np.nan, dtype=z.dtype)
+    backward = layers.sigmoid_xent_backward if z.shape[1] == 1 else layers.softmax_xent_backward
+    backward(dz, z, t.astype(z.dtype), z.dtype.type(penalty), scale)
+    return dz
+
+
+def kernel_output_proba(z, penalty):
+    proba = np.full(z.shape, np.nan, dtype=z.dtype)
+    layers.output_proba(proba, z, z.dtype.type(penalty))
+    return proba
+
+
+def naive_xent(K):
+    """(forward, backward) reference for K outputs."""
+    if K == 1:
+        return naive.sigmoid_xent_forward, naive.sigmoid_xent_backward
+    return naive.softmax_xent_forward, naive.softmax_xent_backward
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+@SETTINGS
+@given(B=BATCH, K=CLASSES, penalty=PENALTY, scale=SCALE, seed=SEED)
+def test_xent_forward_and_backward(output, B, K, penalty, scale, seed):
+    K = 1 if output == "sigmoid" else K
+    z, t = _output_case(np.random.default_rng(seed), B, K)
+    forward, backward = naive_xent(K)
+    for dtype in DTYPES:
+        msg = where(dtype=dtype)
+        terms = kernel_xent_forward(z.astype(dtype), t, penalty)
+        assert terms.dtype == dtype
+        naive.assert_close(terms, forward(z, t, penalty), dtype, msg=msg)
+        naive.assert_close(kernel_xent_backward(z.astype(dtype), t, penalty, scale),
+                           backward(z, t, penalty, scale), dtype, msg=msg)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+@SETTINGS
+@given(B=BATCH, K=CLASSES, penalty=PENALTY, scale=SCALE, seed=SEED)
+def test_xent_backward_finite_differences(output, B, K, penalty, scale, seed):
+    # dz = d/dz of scale * sum of the per-sample losses, with the forward kernel in float64
+    K = 1 if output == "sigmoid" else K
+    z, t = _output_case(np.random.default_rng(seed), B, K, scale=2.0)
+    fd = naive.fd_gradient(lambda x: scale * float(kernel_xent_forward(x, t, penalty).sum()), z)
+    for dtype in DTYPES:
+        naive.assert_close(kernel_xent_backward(z.astype(dtype), t, penalty, scale), fd, dtype, "fd",
+                           where(dtype=dtype))
+
+
+@SETTINGS
+@given(B=BATCH, K=st.sampled_from([1, 3, 4, 5, 6]), penalty=PENALTY, seed=SEED)
+def test_output_proba(B, K, penalty, seed):
+    z, _ = _output_case(np.random.default_rng(seed), B, K)
+    want = naive.output_proba(z, penalty)
+    for dtype in DTYPES:
+        proba = kernel_output_proba(z.astype(dtype), penalty)
+        naive.assert_close(proba, want, dtype, msg=where(dtype=dtype))
+        if K > 1:
+            naive.assert_close(proba.sum(axis=1), np.ones(B), dtype)
+
+
+def test_naive_sigmoid_xent_is_the_report_loss_for_moderate_logits():
+    # the exact (log-add-exp) reference is the same function as the report's formula where the
+    # latter can be evaluated; |penalty * z| <= 15 keeps 1 - sigmoid well above rounding
+    z = np.linspace(-5.0, 5.0, 21)[:, None]
+    for t in (0.0, 1.0):
+        for penalty in (1.0, 3.0):
+            target = np.full_like(z, t)
+            naive.assert_close(naive.sigmoid_xent_forward(z, target, penalty),
+                               naive.sigmoid_xent_report(z, target, penalty), np.float64)
+
+
+# ============================================================================================
+# Stability: logits of +-1e4, with penalty 1 and 5
+# ============================================================================================
+HUGE = 1e4
+
+
+def test_sigmoid_output_finite_for_huge_logits():
+    z = np.array([[HUGE], [-HUGE], [HUGE], [-HUGE], [0.0]])
+    t = np.array([[0.0], [1.0], [1.0], [0.0], [1.0]])
+    for penalty in (1.0, 5.0):
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, penalty=penalty)
+            terms = kernel_xent_forward(z.astype(dtype), t, penalty)
+            dz = kernel_xent_backward(z.astype(dtype), t, penalty, 0.2)
+            proba = kernel_output_proba(z.astype(dtype), penalty)
+            for x in (terms, dz, proba):
+                assert np.isfinite(x).all(), (msg, x)
+            # exact: softplus(u) - t u = |u| when confidently wrong, 0 when right, log 2 at u = 0
+            naive.assert_close(terms, [penalty * HUGE, penalty * HUGE, 0.0, 0.0, np.log(2.0)], dtype, msg=msg)
+            naive.assert_close(terms, naive.sigmoid_xent_forward(z, t, penalty), dtype, msg=msg)
+            naive.assert_close(dz, 0.2 * penalty * np.array([[1.0], [-1.0], [0.0], [0.0], [-0.5]]), dtype, msg=msg)
+            naive.assert_close(proba, [[1.0], [0.0], [1.0], [0.0], [0.5]], dtype, msg=msg)
+
+
+def test_softmax_output_finite_for_huge_logits():
+    z = np.array([[HUGE, -HUGE, 0.0], [-HUGE, -HUGE, HUGE], [HUGE, HUGE, -HUGE], [-HUGE, 0.0, HUGE]])
+    t = np.eye(3)[[1, 2, 2, 0]]
+    for penalty in (1.0, 5.0):
+        u = penalty * HUGE
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, penalty=penalty)
+            terms = kernel_xent_forward(z.astype(dtype), t, penalty)
+            dz = kernel_xent_backward(z.astype(dtype), t, penalty, 0.25)
+            proba = kernel_output_proba(z.astype(dtype), penalty)
+            for x in (terms, dz, proba):
+                assert np.isfinite(x).all(), (msg, x)
+            naive.assert_close(terms, [2 * u, 0.0, 2 * u + np.log(2.0), 2 * u], dtype, msg=msg)
+            naive.assert_close(terms, naive.softmax_xent_forward(z, t, penalty), dtype, msg=msg)
+            naive.assert_close(dz, naive.softmax_xent_backward(z, t, penalty, 0.25), dtype, msg=msg)
+            naive.assert_close(proba, [[1, 0, 0], [0, 0, 1], [0.5, 0.5, 0], [0, 0, 1]], dtype, msg=msg)
+
+
+def test_report_formulation_breaks_where_the_kernel_does_not():
+    # the 2020 report: yhat = sigmoid(z), then -(y log(yhat) + (1 - y) log(1 - yhat))
+    z = np.array([[HUGE], [-HUGE], [HUGE], [-HUGE]])
+    t = np.array([[0.0], [1.0], [1.0], [0.0]])
+    for penalty in (1.0, 5.0):
+        report = naive.sigmoid_xent_report(z, t, penalty)
+        # Inf where the prediction is wrong (log 0), NaN where it is right (0 * log 0)
+        assert np.isinf(report[:2]).all() and np.isnan(report[2:]).all(), report
+        terms = kernel_xent_forward(z, t, penalty)
+        assert np.isfinite(terms).all()
+        exact = np.logaddexp(0.0, penalty * z[:, 0]) - t[:, 0] * penalty * z[:, 0]
+        np.testing.assert_allclose(terms, exact, rtol=1e-15, atol=0)
+        np.testing.assert_allclose(terms, [penalty * HUGE, penalty * HUGE, 0.0, 0.0], rtol=1e-15, atol=0)
+
+
+# ============================================================================================
+# Reduction and prediction
+# ============================================================================================
+@SETTINGS
+@given(N=BATCH, C=WIDTH, seed=SEED)
+def test_combine_rows(N, C, seed):
+    rng = np.random.default_rng(seed)
+    big, weights = draw(rng, (N, 2 * C + 1)), draw(rng, N)
+    want = naive.combine_rows(big[:, 1::2], weights)
+    for dtype in DTYPES:
+        rows = big.astype(dtype)[:, 1::2]                # strided, as a column block of params is
+        out = np.full(C, np.nan, dtype)
+        combine_rows(out, rows, weights.astype(dtype))
+        naive.assert_close(out, want, dtype, msg=where(dtype=dtype))
+        contiguous = np.full(C, np.nan, dtype)
+        combine_rows(contiguous, np.ascontiguousarray(rows), weights.astype(dtype))
+        np.testing.assert_array_equal(contiguous, out)
+
+
+@SETTINGS
+@given(n=BATCH, F=WIDTH, H=WIDTH, K=st.sampled_from([1, 3, 4]), penalty=PENALTY, seed=SEED)
+def test_predict_proba(n, F, H, K, penalty, seed):
+    rng = np.random.default_rng(seed)
+    sizes = (F, H, H, K)
+    X, params = draw(rng, (n, F)), draw(rng, naive.n_params(sizes))
+    for act in ACTIVATIONS:
+        want = naive.predict_proba(params, X, sizes, act, penalty)
+        for dtype in DTYPES:
+            proba = np.full((n, K), np.nan, dtype)
+            span.predict_proba(proba, X.astype(dtype), params.astype(dtype), np.array(sizes, dtype=np.int64),
+                               naive.ACTIVATION_CODES[act], dtype.type(penalty))
+            naive.assert_close(proba, want, dtype, msg=where(dtype=dtype, act=act))
+
+
+# ============================================================================================
+# Batch order: splitmix64 and Fisher-Yates
+# ============================================================================================
+def test_splitmix64_reference_values():
+    # the first outputs of splitmix64 from state 0 (Vigna's reference implementation)
+    want = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    state, got = 0, []
+    for _ in want:
+        state, out = naive.splitmix64(state)
+        got.append(out)
+    assert got == want
+    for next_u64 in (span._next_u64, numpy_span._next_u64):
+        rng = np.zeros(1, dtype=np.uint64)
+        assert [int(next_u64(rng)) for _ in want] == want
+        assert int(rng[0]) == state
+
+
+@SETTINGS
+@given(n=st.integers(1, 40), state=st.integers(0, 2**64 - 1))
+def test_shuffle(n, state):
+    rng = np.array([state], dtype=np.uint64)
+    order = np.arange(n, dtype=np.int64)
+    span._shuffle(order, rng)
+    want_order, want_state = naive.shuffle(range(n), state)
+    assert order.tolist() == want_order
+    assert int(rng[0]) == want_state
+
+
+# ============================================================================================
+# The whole network: spans of training against finite differences of the naive loss
+# ============================================================================================
+class Problem:
+    """Arguments of one span kernel call for one instance, on small random data.  Data and
+    parameters are exact in float32; with hyperparameters that are too (0.25, 0.0625, ...), one
+    float64 reference serves both dtypes."""
+
+    def __init__(self, act, K, *, n=7, lr=0.25, l2=0.0, momentum=0.0, batch=None, penalty=1.5, seed=0):
+        rng = np.random.default_rng(seed)
+        self.sizes = (3, 4, 3, K)
+        self.act, self.code = act, naive.ACTIVATION_CODES[act]
+        P = naive.n_params(self.sizes)
+        self.X = draw(rng, (n, self.sizes[0]))
+        self.T = binary_targets(rng, n) if K == 1 else onehot_targets(rng, n, K)
+        self.params = draw(rng, P, scale=0.7)
+        self.velocity = draw(rng, P, scale=0.05) if momentum else np.zeros(P)
+        self.rng = np.array([rng.integers(0, 2**63)], dtype=np.uint64)
+        self.order = np.arange(n, dtype=np.int64)
+        self.hyper = np.zeros(config.N_HYPER)
+        self.hyper[config.LR], self.hyper[config.L2], self.hyper[config.MOMENTUM] = lr, l2, momentum
+        self.hyper[config.BATCH_SIZE] = n if batch is None else batch
+        self.hyper[config.PENALTY] = penalty
+        self.lr, self.l2, self.momentum, self.penalty = lr, l2, momentum, penalty
+        self.batch = int(min(n, self.hyper[config.BATCH_SIZE]))
+
+    def run(self, epochs, dtype, kernel=span.train_span):
+        """(params, velocity, losses, rng, order) after ``epochs`` epochs; the problem is unchanged."""
+        params, velocity = self.params.astype(dtype), self.velocity.astype(dtype)
+        rng, order = self.rng.copy(), self.order.copy()
+        losses = np.full(epochs, np.nan, dtype)
+        work = np.zeros(span.workspace_size(self.sizes, self.batch), dtype)
+        grad = np.zeros(params.shape[0], dtype)
+        kernel(params, velocity, rng, losses, self.X.astype(dtype), self.T.astype(dtype),
+               np.array(self.sizes, dtype=np.int64), self.code, self.hyper.astype(dtype), work, grad, order)
+        return params, velocity, losses, rng, order
+
+    def data_loss(self, params, rows=None):
+        X, T = (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
+        return naive.loss(params, X, T, self.sizes, self.act, self.penalty)
+
+    def full_loss(self, params):
+        return naive.loss(params, self.X, self.T, self.sizes, self.act, self.penalty, self.l2)
+
+    def fd_gradient(self, params, rows=None):
+        return naive.fd_gradient(lambda p: self.data_loss(p, rows), params)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_one_full_batch_step_is_gradient_descent(act, K):
+    # momentum 0, l2 0: params' = params - lr * (finite-difference gradient of the naive loss)
+    prob = Problem(act, K, seed=K * 10 + naive.ACTIVATION_CODES[act])
+    step = prob.lr * prob.fd_gradient(prob.params)
+    assert np.abs(step).max() > 1e-2          # a step large enough for the check to mean something
+    for dtype in DTYPES:
+        params, velocity, losses, _, _ = prob.run(1, dtype)
+        assert params.dtype == dtype and losses.dtype == dtype
+        naive.assert_close(losses, [prob.data_loss(prob.params)], dtype, msg=where(dtype=dtype))
+        naive.assert_close(params, prob.params - step, dtype, "fd", where(dtype=dtype))
+        np.testing.assert_array_equal(velocity, 0.0)       # momentum 0 leaves the velocity alone
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_full_batch_steps_with_l2_and_momentum(act):
+    # v = mu v - lr (g + l2 W) (weights only); p += v; the loss adds 0.5 l2 |W|^2 (weights only)
+    epochs = 3
+    for K in (1, 3):
+        prob = Problem(act, K, l2=0.0625, momentum=0.75, seed=K * 10 + naive.ACTIVATION_CODES[act] + 100)
+        p, v, want_losses = prob.params, prob.velocity, []
+        for _ in range(epochs):
+            want_losses.append(prob.full_loss(p))
+            p, v = naive.sgd_step(p, v, prob.fd_gradient(p), prob.sizes, prob.lr, prob.l2, prob.momentum)
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, K=K)
+            params, velocity, losses, _, _ = prob.run(epochs, dtype)
+            naive.assert_close(losses, want_losses, dtype, "fd", msg)
+            naive.assert_close(params, p, dtype, "fd", msg)
+            naive.assert_close(velocity, v, dtype, "fd", msg)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_mini_batch_epochs_follow_the_naive_batch_order(act):
+    # n = 7, batch 3: batches of 3, 3, 1 in the order of the in-kernel splitmix64 shuffle
+    epochs = 2
+    for K in (1, 3):
+        prob = Problem(act, K, batch=3, l2=0.015625, momentum=0.5, seed=K + 200)
+        n, B = prob.X.shape[0], prob.batch
+        p, v, state, perm = prob.params, prob.velocity, int(prob.rng[0]), list(prob.order)
+        want_losses = []
+        for _ in range(epochs):
+            weights, _ = naive.unpack(p, prob.sizes)
+            total = 0.5 * prob.l2 * sum((W ** 2).sum() for W in weights)
+            perm, state = naive.shuffle(perm, state)
+            for start in range(0, n, B):
+                rows = perm[start:start + B]
+                total += prob.data_loss(p, rows) * len(rows) / n
+                p, v = naive.sgd_step(p, v, prob.fd_gradient(p, rows), prob.sizes, prob.lr, prob.l2, prob.momentum)
+            want_losses.append(total)
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, K=K)
+            params, velocity, losses, rng, order = prob.run(epochs, dtype)
+            assert order.tolist() == perm, msg
+            assert int(rng[0]) == state, msg
+            naive.assert_close(losses, want_losses, dtype, "fd", msg)
+            naive.assert_close(params, p, dtype, "fd", msg)
+            naive.assert_close(velocity, v, dtype, "fd", msg)
+
+
+# ============================================================================================
+# kernel="numpy" and kernel="numba-gil" against the nogil numba span kernel
+# ============================================================================================
+@lru_cache(maxsize=None)
+def dataset(n_classes, n=60, features=4):
+    X, y = make_classification(n_samples=n, n_features=features, n_informative=3, n_redundant=0,
+                               n_classes=n_classes, n_clusters_per_class=1, random_state=n_classes)
+    return StandardScaler().fit_transform(X), y
+
+
+@lru_cache(maxsize=None)
+def trained(kernel, act, n_classes, batch_size, dtype="float64", epochs=50, seed=7):
+    X, y = dataset(n_classes)
+    hps = vary(lr=[0.05, 0.1], l2=[0.0, 1e-3], momentum=[0.9, 0.0], penalty=[1.0, 2.0], batch_size=batch_size)
+    return fastffnn.train(X, y, hidden=(5, 4), activation=act, hyperparams=hps, epochs=epochs,
+                          backend="serial", kernel=kernel, dtype=dtype, seed=seed, sync="none")
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_numpy_and_gil_kernels_match_numba(act, n_classes):
+    # 50 epochs, two instances with different lr, l2, momentum and penalty; full batch, and
+    # batches of 16 in the order of the in-kernel shuffle (so the orders must agree exactly)
+    for batch_size in (None, 16):
+        msg = where(batch_size=batch_size)
+        ref = trained("numba", act, n_classes, batch_size)
+        losses = ref.history.losses
+        assert np.isfinite(losses).all() and (losses[:, -1] < losses[:, 0]).all(), msg   # it trained
+        res = trained("numpy", act, n_classes, batch_size)
+        naive.assert_close(res.history.losses, losses, np.float64, "span", msg)
+        naive.assert_close(res.ensemble.params, ref.ensemble.params, np.float64, "span", msg)
+        gil = trained("numba-gil", act, n_classes, batch_size)
+        np.testing.assert_array_equal(gil.history.losses, losses, err_msg=msg)
+        np.testing.assert_array_equal(gil.ensemble.params, ref.ensemble.params, err_msg=msg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numpy_span_matches_numba_span(dtype):
+    # direct kernel calls: same batch order and generator state exactly, same numbers to rounding
+    # (a stable learning rate: an oscillating run amplifies rounding differences ~5x per epoch)
+    epochs = 20
+    for K in (1, 3):
+        for batch in (None, 4):
+            msg = where(K=K, batch=batch)
+            prob = Problem("tanh", K, n=13, lr=0.05, l2=1e-3, momentum=0.9, batch=batch, seed=K)
+            ref = prob.run(epochs, dtype, span.train_span)
+            res = prob.run(epochs, dtype, numpy_span.train_span)
+            for a, b in zip(res[:3], ref[:3]):                   # params, velocity, losses
+                assert a.dtype == b.dtype == dtype
+                naive.assert_close(a, b, dtype, "span", msg)
+            for a, b in zip(res[3:], ref[3:]):                   # rng state, batch order
+                np.testing.assert_array_equal(a, b, err_msg=msg)
+            if batch is not None:
+                assert not np.array_equal(ref[4], prob.order), msg    # the order was shuffled
+            if dtype == np.float64:
+                for a, b in zip(prob.run(epochs, dtype, span.train_span_gil), ref):
+                    np.testing.assert_array_equal(a, b, err_msg=msg)
+
+
+# ============================================================================================
+# Determinism and initialisation
+# ============================================================================================
+def test_same_seed_is_bit_identical():
+    X, y = dataset(3)
+    kwargs = dict(hidden=(5, 4), activation="relu", instances=3, epochs=10, backend="serial",
+                  hyperparams=HyperParams(batch_size=16))
+    a = fastffnn.train(X, y, seed=11, **kwargs)
+    b = fastffnn.train(X, y, seed=11, **kwargs)
+    c = fastffnn.train(X, y, seed=12, **kwargs)
+    np.testing.assert_array_equal(a.ensemble.params, b.ensemble.params)
+    np.testing.assert_array_equal(a.history.losses, b.history.losses)
+    assert not np.array_equal(a.ensemble.params, c.ensemble.params)
+    assert not np.array_equal(a.history.losses, c.history.losses)
+
+
+def test_instances_start_from_different_weights():
+    topology = Topology((4, 5, 3), "tanh")
+    params, rng = init_params(topology, np.random.SeedSequence(0).spawn(3), np.float64)
+    again, rng_again = init_params(topology, np.random.SeedSequence(0).spawn(3), np.float64)
+    np.testing.assert_array_equal(params, again)
+    np.testing.assert_array_equal(rng, rng_again)
+    for j in range(3):
+        for k in range(j):
+            assert not np.array_equal(params[j], params[k])
+    assert len(set(rng[:, 0].tolist())) == 3              # and shuffle their batches differently
+    for k in range(3):
+        weights, biases = topology.views(params[k])
+        for b in biases:
+            np.testing.assert_array_equal(b, 0.0)
+        for W in weights:
+            assert np.all(W != 0.0)
+
+
+def test_initial_weight_scale():
+    # He, N(0, 2 / fan_in), for the ReLU family; Glorot, N(0, 2 / (fan_in + fan_out)), otherwise.
+    # 120 000 draws put the sample std within 1% of the truth; He and Glorot differ by 32% here.
+    fan_in, fan_out = 400, 300
+    for act in ACTIVATIONS:
+        topology = Topology((fan_in, fan_out, 1), act)
+        params, _ = init_params(topology, [np.random.SeedSequence(5)], np.float64)
+        W = topology.views(params[0])[0][0]
+        he = act in ("relu", "leaky_relu")
+        want = np.sqrt(2.0 / fan_in) if he else np.sqrt(2.0 / (fan_in + fan_out))
+        assert abs(W.std() / want - 1.0) < 0.02, (act, W.std(), want)
+        assert abs(W.mean()) < 0.05 * want, act
+
+
+def test_float32_run_is_close_to_float64():
+    for n_classes in (2, 3):
+        msg = where(n_classes=n_classes)
+        r64 = trained("numba", "tanh", n_classes, None, "float64", epochs=30)
+        r32 = trained("numba", "tanh", n_classes, None, "float32", epochs=30)
+        assert r32.ensemble.params.dtype == np.float32
+        assert r32.history.losses.dtype == np.float32
+        assert np.isfinite(r32.history.losses).all()
+        assert (r64.history.losses[:, -1] < r64.history.losses[:, 0]).all(), msg   # it trained
+        naive.assert_close(r32.history.losses, r64.history.losses, np.float32, "run", msg)
+        naive.assert_close(r32.ensemble.params, r64.ensemble.params, np.float32, "run", msg)
+        X, _ = dataset(n_classes)
+        proba = r32.ensemble.predict_proba(X)
+        assert proba.dtype == np.float32 and np.isfinite(proba).all()
+        naive.assert_close(proba, r64.ensemble.predict_proba(X), np.float32, "run", msg)
