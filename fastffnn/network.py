@@ -66,7 +66,18 @@ def init_params(topology: Topology, seeds: list, dtype) -> tuple[np.ndarray, np.
     return params, rng_state
 
 
-class Instance:
+class _Classifier:
+    """predict and score from ``predict_proba`` and ``classes_``."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean accuracy on (X, y)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+class Instance(_Classifier):
     """One trained network: ``weights`` (fan_in, fan_out) and ``biases`` per layer, views of its
     flat parameter row."""
 
@@ -87,17 +98,11 @@ class Instance:
                       self.params.dtype.type(self.hyperparams.penalty))
         return np.hstack([1.0 - proba, proba]) if K == 1 else proba
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
     def __repr__(self) -> str:
         return f"Instance(sizes={self.topology.sizes}, activation={self.topology.activation!r}, {self.hyperparams})"
 
 
-class Ensemble:
+class Ensemble(_Classifier):
     """All trained instances; predicts with the mean of their probabilities."""
 
     def __init__(self, topology: Topology, params: np.ndarray, hyperparams: list, classes: np.ndarray):
@@ -116,13 +121,6 @@ class Ensemble:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         probas = [inst.predict_proba(X) for inst in self.instances]
         return np.mean(probas, axis=0)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Mean accuracy of the ensemble on (X, y)."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def __repr__(self) -> str:
         return f"Ensemble({len(self)} instances, sizes={self.topology.sizes}, activation={self.topology.activation!r})"

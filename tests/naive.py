@@ -337,3 +337,11 @@ def shuffle(order, state):
         j = r % (i + 1)
         order[i], order[j] = order[j], order[i]
     return order, state
+
+
+def make_data(n=120, features=8, seed=0):
+    """A small seeded binary problem: a random linear rule plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features))
+    y = (X @ rng.normal(size=features) + 0.5 * rng.normal(size=n) > 0).astype(int)
+    return X, y

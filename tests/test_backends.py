@@ -15,6 +15,7 @@ import pytest
 import fastffnn as ff
 from fastffnn import driver
 from fastffnn.sync import STRATEGIES, combine
+from naive import make_data
 
 from conftest import SHM_DIR, shm_segments
 
@@ -22,13 +23,6 @@ pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning"), pytest.mark.
 
 N, EPOCHS, EVERY = 4, 60, 10
 IN_PROCESS = ("serial", "threads", "prange")
-
-
-def make_data(n=120, features=8, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, features))
-    y = (X @ rng.normal(size=features) + 0.5 * rng.normal(size=n) > 0).astype(int)
-    return X, y
 
 
 X, Y = make_data()

@@ -24,6 +24,7 @@ from fastffnn import processes
 from fastffnn._faults import Fault, InjectedFault, inject
 from fastffnn.kernels import config as kernel_config
 from fastffnn.sync import combine, sync_columns
+from naive import make_data
 
 from conftest import child_pids, pid_running, shm_segments
 
@@ -35,13 +36,6 @@ N, EPOCHS, EVERY = 4, 60, 10
 GROUPS = ([0, 1], [2, 3])           # N = 4 instances over workers = 2
 # "promptly": well under the 120 s timeout of these runs (spawning takes seconds on 2 busy cores)
 PROMPT = {"serial": 10.0, "threads": 10.0, "prange": 10.0, "processes": 60.0}
-
-
-def make_data(n=120, features=8, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, features))
-    y = (X @ rng.normal(size=features) + 0.5 * rng.normal(size=n) > 0).astype(int)
-    return X, y
 
 
 X, Y = make_data()
