@@ -17,7 +17,7 @@ from fastffnn import driver
 from fastffnn.sync import STRATEGIES, combine
 from naive import make_data
 
-from conftest import SHM_DIR, shm_segments
+from residue import SHM_DIR, shm_segments
 
 pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning"), pytest.mark.timeout(240)]
 

@@ -26,7 +26,7 @@ from fastffnn.kernels import config as kernel_config
 from fastffnn.sync import combine, sync_columns
 from naive import make_data
 
-from conftest import child_pids, pid_running, shm_segments
+from residue import child_pids, pid_running, shm_segments
 
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
 

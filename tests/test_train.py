@@ -4,7 +4,6 @@ import sys
 import warnings
 
 import numpy as np
-import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 

@@ -1,0 +1,127 @@
+"""One allreduce round -- every party contributes one float, the barrier's action sums them -- for
+2 to 64 parties: fastffnn's ConditionBarrier, CPython's threading.Barrier, and the report's
+Lock-polling and RLock variants (fastffnn.barrier's benchmark-only classes).
+
+``parties - 1`` helper threads loop on the barrier; the benchmark's thread is the last party, so one
+timed call is one full round (arrive, sum, release, drain).  The process coordinator is measured
+through a processes run of many one-epoch rounds of a one-neuron network: ``round_s`` in its
+``extra_info`` is the workers' barrier wait per round (arrive, the parent's sync, go), which leaves
+the spawn cost out; the timed call itself is the whole run.
+"""
+from __future__ import annotations
+
+import threading
+from threading import BrokenBarrierError
+
+import numpy as np
+import pytest
+
+import fastffnn as ff
+import fastffnn.barrier
+
+from .common import CORES, busy_seconds, worker_groups
+
+PARTIES = (2, 4, 8, 16, 32, 64)
+BARRIERS = ("ConditionBarrier", "threading.Barrier", "RLockBarrier", "LockPollingBarrier")
+TIMEOUT = 60.0      # a lost party fails the benchmark instead of hanging it
+
+
+def barrier_class(name: str):
+    if name == "threading.Barrier":
+        return threading.Barrier
+    cls = getattr(fastffnn.barrier, name, None)
+    if cls is None:
+        pytest.skip(f"fastffnn.barrier has no {name} in this checkout (it is added by another change)")
+    return cls
+
+
+class Allreduce:
+    """``parties - 1`` helper threads looping on one barrier whose action sums one float per party;
+    ``round()`` is the last party's call."""
+
+    def __init__(self, barrier_type, parties: int):
+        self.values = [0.0] * parties
+        self.total = None
+        self.barrier = barrier_type(parties, action=self._sum, timeout=TIMEOUT)
+        self.helpers = [threading.Thread(target=self._loop, args=(i,), daemon=True, name=f"party-{i}")
+                        for i in range(1, parties)]
+        for t in self.helpers:
+            t.start()
+
+    def _sum(self) -> None:
+        self.total = sum(self.values)
+
+    def _loop(self, i: int) -> None:
+        try:
+            while True:
+                self.values[i] = float(i)
+                self.barrier.wait()
+        except BrokenBarrierError:
+            pass        # closed
+
+    def round(self) -> None:
+        self.values[0] = 0.0
+        self.barrier.wait()
+
+    def close(self) -> None:
+        self.barrier.abort()
+        for t in self.helpers:
+            t.join(TIMEOUT)
+
+
+@pytest.fixture
+def allreduce():
+    made = []
+
+    def make(barrier_type, parties: int) -> Allreduce:
+        made.append(Allreduce(barrier_type, parties))
+        return made[-1]
+
+    yield make
+    for a in made:          # abort, so that a failed benchmark never leaves threads waiting
+        a.close()
+
+
+@pytest.mark.parametrize("parties", PARTIES, ids=lambda p: f"parties-{p}")
+@pytest.mark.parametrize("name", BARRIERS)
+def test_barrier_round(benchmark, allreduce, name, parties):
+    reduce = allreduce(barrier_class(name), parties)
+    for _ in range(3):
+        reduce.round()
+        assert reduce.total == parties * (parties - 1) / 2
+    benchmark.group = f"barrier-parties-{parties}"
+    benchmark.extra_info.update(kind="barrier", label=name, parties=parties, cores=CORES,
+                                action="sum of one float per party")
+    benchmark(reduce.round)
+    assert not reduce.barrier.broken
+
+
+# -- the process coordinator, through fastffnn.train ------------------------------------------------
+
+TINY_X = np.linspace(-1.0, 1.0, 8)[:, None]
+TINY_Y = np.arange(8) % 2
+
+
+def _rounds(workers: int, rounds: int) -> ff.TrainResult:
+    # one instance per worker process, one epoch of a 1-1-1 network per round: all coordination
+    return ff.train(TINY_X, TINY_Y, hidden=(1,), instances=workers, epochs=rounds, sync_every=1,
+                    sync="average", backend="processes", workers=workers, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("workers", [pytest.param(2, id="parties-2"),
+                                     pytest.param(4, id="parties-4", marks=pytest.mark.timed_only)])
+def test_process_coordinator_round(benchmark, timed, workers):
+    rounds = 1000 if timed else 20
+    benchmark.group = "barrier-processes"
+    benchmark.extra_info.update(kind="barrier", label="ProcessCoordinator", parties=workers, cores=CORES,
+                                rounds_per_call=rounds, action="the train sync: finite check, mean loss, "
+                                "average of the last layer")
+    result = benchmark.pedantic(_rounds, args=(workers, rounds), rounds=3 if timed else 1)
+    assert np.isfinite(result.history.losses).all() and len(result.history.global_loss) == rounds
+    # a worker waits from its arrival until the parent's go: one round trip as the parties see it,
+    # free of the spawn cost (whose variance would swamp a difference of two run lengths)
+    groups = worker_groups(workers, workers)
+    waited = float(np.mean([result.timing.barrier_wait[g[0]] for g in groups]))
+    benchmark.extra_info["round_s"] = waited / rounds
+    benchmark.extra_info["spawn_s"] = result.timing.wall - busy_seconds(result, groups)
+    benchmark.extra_info["note"] = f"worker-side wait; spawn+join {benchmark.extra_info['spawn_s']:.2f} s"

@@ -1,0 +1,28 @@
+"""What syncing costs: threads backend, N = 8 instances, every strategy synced every 1, 10 and 100
+epochs, against no sync at all (the report's table compares each to "none")."""
+import pytest
+
+from .common import CORES, PEER_INSTANCES, describe, time_train, workload
+
+INSTANCES = PEER_INSTANCES      # PERFORMANCE.md: sync every 10 epochs costs <= 5 % at N = 8
+
+
+def _cases():
+    yield pytest.param("none", None, id="none")
+    for strategy in ("average", "weighted", "best"):
+        for every in (1, 10, 100):
+            yield pytest.param(strategy, every, id=f"{strategy}-every-{every}")
+
+
+@pytest.mark.parametrize("strategy, every", list(_cases()))
+def test_sync(benchmark, timed, roofline, strategy, every):
+    wl = workload("seed", timed)
+    # "none" still meets at the barrier once, at the end; sync_every beyond the run means no round
+    options = dict(sync=strategy, sync_every=every or wl.epochs)
+    label = "none" if every is None else f"{strategy} every {every}"
+    describe(benchmark, wl, roofline, timed, area="sync", backend="threads", kernel="numba",
+             instances=INSTANCES, workers=min(CORES, INSTANCES), label=label, sync=strategy, sync_every=every)
+    # averaging the output layers of differently started networks sets their learning back (the
+    # report's case 1), so the check asks for finite losses and the serial backend's weights only
+    time_train(benchmark, wl, timed, learns=strategy == "none", instances=INSTANCES, backend="threads",
+               **options)
