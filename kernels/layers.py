@@ -144,12 +144,9 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weight, act):
     if weight.shape[1] < COLS:
         # a reduction too short for dot products (the output layer, O = 1): axpy along rows
         for b in range(dinp.shape[0]):
+            d = dout[b, 0]
             for i in range(dinp.shape[1]):
-                dinp[b, i] = 0.0
-            for j in range(weight.shape[1]):
-                d = dout[b, j]
-                for i in range(dinp.shape[1]):
-                    dinp[b, i] += d * weight[i, j]
+                dinp[b, i] = d * weight[i, 0]
     else:
         matmul_nt(dinp, dout, weight, False)
     activation_backward(dinp, inp, act)
@@ -166,19 +163,21 @@ def transpose(outT, x):
 @jit
 def activation_forward(z, bias, act):
     # z (B, O) pre-activations without bias, replaced in place by act(z + bias); bias (O,)
-    # one loop per activation, so each inner loop is branch-free and vectorises; relu keeps a
-    # NaN a NaN (0 * v), so a broken instance is still caught by the finiteness checks
+    # One loop per activation, each branch-free (selects) so it vectorises; constants carry z's
+    # dtype so float32 stays float32.  relu keeps a NaN a NaN (0 * v), so a broken instance is
+    # still caught by the finiteness checks.
     B, O = z.shape
+    zero, slope = z.dtype.type(0), z.dtype.type(LEAKY_SLOPE)
     if act == RELU:
         for b in range(B):
             for j in range(O):
                 v = z[b, j] + bias[j]
-                z[b, j] = v if v > 0.0 else 0.0 * v
+                z[b, j] = v if v > zero else zero * v
     elif act == LEAKY_RELU:
         for b in range(B):
             for j in range(O):
                 v = z[b, j] + bias[j]
-                z[b, j] = v if v > 0.0 else LEAKY_SLOPE * v
+                z[b, j] = v if v > zero else slope * v
     elif act == TANH:
         for b in range(B):
             for j in range(O):
@@ -198,24 +197,23 @@ def activation_backward(d, a, act):
     # d (B, O): gradient w.r.t. the activation, turned in place into the gradient w.r.t. the
     # pre-activation; a (B, O): the activation (every derivative here is a function of it)
     B, O = d.shape
+    one, zero, slope = d.dtype.type(1), d.dtype.type(0), d.dtype.type(LEAKY_SLOPE)
     if act == RELU:
         for b in range(B):
             for j in range(O):
-                if a[b, j] <= 0.0:
-                    d[b, j] *= 0.0
+                d[b, j] *= one if a[b, j] > zero else zero
     elif act == LEAKY_RELU:
         for b in range(B):
             for j in range(O):
-                if a[b, j] <= 0.0:
-                    d[b, j] *= LEAKY_SLOPE
+                d[b, j] *= one if a[b, j] > zero else slope
     elif act == TANH:
         for b in range(B):
             for j in range(O):
-                d[b, j] *= 1.0 - a[b, j] * a[b, j]
+                d[b, j] *= one - a[b, j] * a[b, j]
     elif act == SIGMOID:
         for b in range(B):
             for j in range(O):
-                d[b, j] *= a[b, j] * (1.0 - a[b, j])
+                d[b, j] *= a[b, j] * (one - a[b, j])
 
 
 @jit
