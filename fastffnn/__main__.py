@@ -29,7 +29,7 @@ def main(argv: list | None = None) -> int:
     result = train(X_train, y_train, instances=args.instances, epochs=args.epochs, backend=args.backend,
                    workers=args.workers, kernel=args.kernel, sync=args.sync, sync_every=args.sync_every,
                    hyperparams=HyperParams(lr=args.lr, penalty=args.penalty), dtype=args.dtype,
-                   seed=args.seed, progress=args.progress, validation=(X_test, y_test))
+                   seed=args.seed, progress=args.progress)
     print(f"breast cancer: {X_train.shape[0]} train / {X_test.shape[0]} test samples, "
           f"{args.instances} instances, {args.epochs} epochs, backend={args.backend}, sync={args.sync}")
     for k, instance in enumerate(result.ensemble):

@@ -17,7 +17,7 @@ from .driver import KERNELS, Context, Plan
 from .hyperparams import HyperParams
 from .network import ACTIVATIONS, Ensemble, Topology, init_params
 from .results import History, Timing, TrainResult
-from .sync import STRATEGIES, SYNC_LAYERS, SyncAction
+from .sync import STRATEGIES, SYNC_LAYERS, SyncAction, check_options
 
 BACKENDS = ("serial", "threads", "processes", "prange", "ray")
 
@@ -141,6 +141,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     if backend == "ray":
         raise NotImplementedError("backend='ray' is reserved and not available in this version; use "
                                   "'threads', 'processes', 'prange' or 'serial'.")
+    check_options(sync_options)
     X, y, classes = check_data(X, y, dtype)
     T = encode_targets(y, classes, dtype)
     val = None
@@ -165,8 +166,10 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     boundaries = list(range(0, epochs, sync_every)) + [epochs]
     plan = Plan(topology, kernel, tuple(zip(boundaries[:-1], boundaries[1:])), groups, _faults.plan(),
                 timeout, dtype, X.shape[0], X.shape[1])
-    seeds = np.random.SeedSequence(seed).spawn(N)
-    seeds = [s if hp.seed is None else np.random.SeedSequence(hp.seed) for s, hp in zip(seeds, hps)]
+    # instance k draws from child k of its own seed, else of the run seed (SeedSequence.spawn's
+    # children): a HyperParams with a seed shared by all instances still gives N different starts
+    seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
+             for k, hp in enumerate(hps)]
     runner = get_backend(backend)
     with runner.allocate(plan.array_specs()) as arrays:
         ctx = Context(plan, arrays)
@@ -183,12 +186,14 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         finally:
             if bar is not None:
                 bar.close()
-        final = [HyperParams.from_row(row, X.shape[0], hp.seed) for row, hp in zip(ctx.hyper, hps)]
+        # as given, unless a callback changed them (the rows hold them in the run's dtype)
+        final = [hp if np.array_equal(row, hp.row(X.shape[0]).astype(dtype))
+                 else HyperParams.from_row(row, X.shape[0], hp.seed) for row, hp in zip(ctx.hyper, hps)]
         ensemble = Ensemble(topology, ctx.params.copy(), final, classes)
         result = TrainResult(ensemble, history.finish(ctx.losses),
                              Timing(wall, ctx.compute.copy(), ctx.waited.copy()),
                              dict(hidden=hidden, activation=activation, instances=N, epochs=epochs,
-                                  backend=backend, workers=n_workers, kernel=kernel, sync=sync,
+                                  backend=backend, workers=1 if backend == "serial" else n_workers, kernel=kernel, sync=sync,
                                   sync_every=sync_every, sync_layers=sync_layers, dtype=dtype, seed=seed),
                              final)
         del ctx, action, arrays

@@ -104,6 +104,7 @@ def run_prange(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch
     """All instances in one ``parallel=True`` call; injected faults split the call at their epoch
     (every instance stops there), which leaves the results unchanged."""
     work, grad = scratch
+    numba.set_num_threads(min(len(ctx.plan.groups), numba.config.NUMBA_NUM_THREADS))   # `workers`
     for start, stop, fault in ctx.plan.segments(group, e0, e1):
         if ctx.cancel.is_set():
             return
@@ -137,7 +138,9 @@ class PrangeBackend(Backend):
                     f"{layer!r} threading layer cannot be entered from several threads at once "
                     f"(it would abort the process). Use backend='threads', run prange from one "
                     f"thread at a time, or set NUMBA_THREADING_LAYER to one of {THREADSAFE_LAYERS}.")
-            _PRANGE_LOCK.acquire()
+            if not _PRANGE_LOCK.acquire(timeout=-1 if ctx.plan.timeout is None else ctx.plan.timeout):
+                raise RuntimeError(f"backend='prange' waited {ctx.plan.timeout} s for another prange run "
+                                   f"in this process to finish; raise `timeout` or use backend='threads'.")
         try:
             return super().run(ctx, action)
         finally:

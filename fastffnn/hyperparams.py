@@ -29,8 +29,9 @@ class HyperParams:
         The report's case 3, written ∂: the output activation is sigmoid(∂ z) (softmax(∂ z)), which
         sharpens reward and penalty in the cross-entropy. 1 is the plain network.
     seed : int or None
-        Seed of this instance's initial weights and batch order; None spawns one from the run seed
-        with ``numpy.random.SeedSequence.spawn``.
+        Seed of this instance's initial weights and batch order.  Instance k draws from child k
+        (``numpy.random.SeedSequence.spawn``) of this seed, or of the run seed when None, so one
+        HyperParams with a seed shared by all instances still gives each a different start.
     """
 
     lr: float = 0.05

@@ -35,6 +35,13 @@ STARTUP_TIMEOUT = 120.0     # seconds a worker may take to start (imports, loadi
 EXIT_TIMEOUT = 10.0         # seconds a worker that reported "done" may take to exit
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:          # real-time signals have no name
+        return f"{number}"
+
+
 class WorkerDied(RuntimeError):
     """The cause of an InstanceFailed whose worker process ended before completing its work."""
 
@@ -223,7 +230,7 @@ class ProcessCoordinator:
         if how is None:
             proc.join(1.0)
             code = proc.exitcode
-            how = (f"was killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
+            how = (f"was killed by signal {_signal_name(-code)}" if code is not None and code < 0
                    else f"exited with code {code} before completion")
         instance, epoch, group = self._where(w)
         self.ctx.failure.record(InstanceFailed(instance, epoch, WorkerDied(

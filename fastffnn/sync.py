@@ -23,6 +23,22 @@ SYNC_LAYERS = ("last", "all")
 DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
 
 
+def check_options(options: dict | None) -> dict:
+    """The strategies' options with defaults filled in; bad keys or values raise before the run."""
+    options = {**DEFAULT_OPTIONS, **(options or {})}
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"The 'sync_options' parameter of train accepts the keys {sorted(DEFAULT_OPTIONS)}. "
+                         f"Got {unknown} instead.")
+    if not (np.isfinite(options["temperature"]) and options["temperature"] > 0):
+        raise ValueError(f"sync_options['temperature'] must be a float in the range (0, inf). "
+                         f"Got {options['temperature']!r} instead.")
+    if not 0 <= options["quantile"] <= 1:
+        raise ValueError(f"sync_options['quantile'] must be a float in the range [0, 1]. "
+                         f"Got {options['quantile']!r} instead.")
+    return options
+
+
 def sync_columns(topology, sync_layers: str) -> slice:
     """The slice of the flat parameter row a sync touches: the output layer, or everything."""
     if sync_layers == "all":
@@ -67,6 +83,7 @@ class SyncPoint:
         bad = sorted(set(changes) - set(index))
         if bad:
             raise ValueError(f"set_hyperparams can change {sorted(index)} at run time. Got {bad} instead.")
+        HyperParams(**changes)      # the same checks as at the start ("The 'lr' parameter ...")
         rows = slice(None) if instance is None else instance
         for name, value in changes.items():
             self._ctx.hyper[rows, index[name]] = value
@@ -79,7 +96,7 @@ class SyncAction:
                  history, progress=None):
         self.ctx, self.strategy, self.callback, self.history = ctx, strategy, callback, history
         self.columns = sync_columns(ctx.plan.topology, sync_layers)
-        self.options = {**DEFAULT_OPTIONS, **(options or {})}
+        self.options = check_options(options)
         self.validation = validation
         self.progress = progress
         self.round = 0

@@ -52,6 +52,10 @@ RELU, LEAKY_RELU, TANH, SIGMOID = 0, 1, 2, 3
 IDENTITY = -1      # the output layer: logits are left as they are
 LEAKY_SLOPE = 0.01
 
+# Rows of a batch that go through forward and backward together (span._step): a chunk's
+# activations and deltas (2 x 128 x 65 doubles for the seed network) stay in a core's L2.
+CHUNK = 128
+
 # Layout of one instance's hyperparameter row, ``hyper`` (H,), read by the span kernels.
 LR, L2, MOMENTUM, BATCH_SIZE, PENALTY = 0, 1, 2, 3, 4
 N_HYPER = 5

@@ -7,14 +7,15 @@ I/O = a layer's fan_in/fan_out.
 Layout of one instance's flat parameter buffer ``params`` (P,): for each layer l, the weight
 matrix (sizes[l], sizes[l+1]) row-major, then its bias (sizes[l+1],).  ``work`` (W,) is the
 per-instance scratch allocated once by the driver (``workspace_size``): for each layer its
-activations (B, O), its deltas (B, O) and its weight transposed (O, I); then a gathered batch of
+activations and deltas (C, O) for a chunk of C = min(B, CHUNK) rows, and its weight transposed
+(O, I); then a gathered batch of
 X (B, F) and of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch
 loop.
 """
 import numba
 import numpy as np
 
-from .config import BATCH_SIZE, IDENTITY, L2, LR, MOMENTUM, PENALTY, jit
+from .config import BATCH_SIZE, CHUNK, IDENTITY, L2, LR, MOMENTUM, PENALTY, jit
 from .layers import (
     dense_backward,
     dense_forward,
@@ -66,12 +67,21 @@ def _buffers(work, sizes, l, B):
 
 
 @jit
+def _rows(X, r0, r1):
+    # rows r0:r1 of a C-contiguous X (n, F) as a C-contiguous view (a plain slice would not be
+    # typed contiguous, and the dot-form products need unit-stride rows)
+    F = X.shape[1]
+    return X.reshape(X.shape[0] * F)[r0 * F:r1 * F].reshape((r1 - r0, F))
+
+
+@jit
 def _batch_buffers(work, sizes, B):
-    # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the layers
+    # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the
+    # layers' scratch, which holds one chunk of at most CHUNK rows
     off = 0
     L = sizes.shape[0] - 1
     for m in range(L):
-        off += _layer_size(sizes, m, B)
+        off += _layer_size(sizes, m, min(B, CHUNK))
     F, K = sizes[0], sizes[L]
     return (work[off:off + B * F].reshape((B, F)),
             work[off + B * F:off + B * (F + K)].reshape((B, K)),
@@ -82,7 +92,7 @@ def _batch_buffers(work, sizes, B):
 def workspace_size_jit(sizes, batch):
     total = batch * (sizes[0] + sizes[-1] + 1)
     for l in range(sizes.shape[0] - 1):
-        total += _layer_size(sizes, l, batch)
+        total += _layer_size(sizes, l, min(batch, CHUNK))
     return total
 
 
@@ -102,29 +112,36 @@ def _forward(work, X, params, sizes, act, B):
 @jit
 def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
     # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in
-    # place; terms (B,) receives the per-sample losses before the step
+    # place; terms (B,) receives the per-sample losses before the step.
+    # The batch goes through forward and backward CHUNK rows at a time, the gradient accumulating
+    # over chunks: the activations and deltas of a chunk stay in L2 whatever B is, so instances on
+    # different cores do not compete for the shared cache.
     B = X.shape[0]
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
-    _forward(work, X, params, sizes, act, B)
-    z, dz, _ = _buffers(work, sizes, L - 1, B)
     scale = 1.0 / B
-    if sizes[L] == 1:
-        sigmoid_xent_forward(terms, z, T, penalty)
-        sigmoid_xent_backward(dz, z, T, penalty, scale)
-    else:
-        softmax_xent_forward(terms, z, T, penalty)
-        softmax_xent_backward(dz, z, T, penalty, scale)
     grad[:] = 0.0
-    for l in range(L - 1, -1, -1):
-        weight, _ = _layer(params, sizes, l)
-        dweight, dbias = _layer(grad, sizes, l)
-        _, dout, _ = _buffers(work, sizes, l, B)
-        if l == 0:
-            dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, X, weight, act)
+    for r0 in range(0, B, CHUNK):
+        r1 = min(B, r0 + CHUNK)
+        m = r1 - r0
+        Xc, Tc = _rows(X, r0, r1), _rows(T, r0, r1)
+        _forward(work, Xc, params, sizes, act, m)
+        z, dz, _ = _buffers(work, sizes, L - 1, m)
+        if sizes[L] == 1:
+            sigmoid_xent_forward(terms[r0:r1], z, Tc, penalty)
+            sigmoid_xent_backward(dz, z, Tc, penalty, scale)
         else:
-            inp, dinp, _ = _buffers(work, sizes, l - 1, B)
-            dense_backward(dinp, dweight, dbias, dout, inp, weight, act)
+            softmax_xent_forward(terms[r0:r1], z, Tc, penalty)
+            softmax_xent_backward(dz, z, Tc, penalty, scale)
+        for l in range(L - 1, -1, -1):
+            weight, _ = _layer(params, sizes, l)
+            dweight, dbias = _layer(grad, sizes, l)
+            _, dout, _ = _buffers(work, sizes, l, m)
+            if l == 0:
+                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weight, act)
+            else:
+                inp, dinp, _ = _buffers(work, sizes, l - 1, m)
+                dense_backward(dinp, dweight, dbias, dout, inp, weight, act)
     _update(params, velocity, grad, sizes, hyper)
 
 
@@ -232,8 +249,10 @@ def train_spans_parallel(params, velocity, rng, losses, e0, e1, X, T, sizes, act
 def predict_proba(proba, X, params, sizes, act, penalty):
     # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
     n = X.shape[0]
-    work = np.empty(workspace_size_jit(sizes, n), dtype=params.dtype)
-    _forward(work, X, params, sizes, act, n)
-    z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, n)
-    output_proba(proba, z, penalty)
+    work = np.empty(workspace_size_jit(sizes, min(n, CHUNK)), dtype=params.dtype)
+    for r0 in range(0, n, CHUNK):
+        r1 = min(n, r0 + CHUNK)
+        _forward(work, _rows(X, r0, r1), params, sizes, act, r1 - r0)
+        z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, r1 - r0)
+        output_proba(proba[r0:r1], z, penalty)
 
