@@ -23,11 +23,14 @@ class SyncTimeout(FastFFNNError):
     """The sync round ending at ``epoch`` did not complete within the timeout; ``missing`` lists
     every instance that had not reached the barrier."""
 
-    def __init__(self, epoch: int, missing: list, timeout: float | None = None):
-        super().__init__(epoch, missing, timeout)
-        self.epoch, self.missing, self.timeout = epoch, list(missing), timeout
+    def __init__(self, epoch: int, missing: list, timeout: float | None = None, startup: bool = False):
+        super().__init__(epoch, missing, timeout, startup)
+        self.epoch, self.missing, self.timeout, self.startup = epoch, list(missing), timeout, startup
 
     def __str__(self) -> str:
+        if self.startup:
+            return (f"worker processes did not start within {self.timeout} s; instances of the workers "
+                    f"that never reported ready: {self.missing}. The machine may be overloaded.")
         return (f"sync at epoch {self.epoch} timed out after {self.timeout} s; instances not at the "
                 f"barrier: {self.missing}. Raise `timeout` if spans of `sync_every` epochs are slow.")
 

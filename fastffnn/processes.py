@@ -246,7 +246,7 @@ class ProcessCoordinator:
             self._gather("ready", timeout)
         except BrokenBarrierError:
             missing = [k for w in sorted(self.pending) for k in self.ctx.plan.groups[w]]
-            self.ctx.failure.record(SyncTimeout(0, missing, timeout))
+            self.ctx.failure.record(SyncTimeout(0, missing, timeout, startup=True))
             raise
 
     def wait(self) -> None:
