@@ -196,7 +196,6 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
                                   backend=backend, workers=1 if backend == "serial" else n_workers, kernel=kernel, sync=sync,
                                   sync_every=sync_every, sync_layers=sync_layers, dtype=dtype, seed=seed),
                              final)
-        del ctx, action, arrays
     return result
 
 

@@ -11,8 +11,8 @@ States (as in CPython ``Lib/threading.py``):
               ``abort()`` was called; every current and future ``wait`` raises
               ``BrokenBarrierError`` until ``reset()``.
 
-One ``Condition(Lock())`` guards everything; a generation counter tells the parties of one round
-from the next.  Every wait has a deadline (``timeout``) that covers the whole call, waiting for a
+One ``Condition(Lock())`` guards everything; the DRAINING state keeps one round's parties apart
+from the next (the generation counter only counts completed rounds, for ``repr``).  Every wait has a deadline (``timeout``) that covers the whole call, waiting for a
 drain included, and a timeout breaks the barrier for all.
 
 Two departures from CPython, both so that a run fails fast instead of waiting out its timeout:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -56,8 +56,8 @@ class HyperParams:
 
     @classmethod
     def from_row(cls, row: np.ndarray, n_samples: int, seed: int | None) -> "HyperParams":
-        """The hyperparameters a run actually used, read back from its (H,) row.  Not validated:
-        a sync callback may have set any value, and the run's result must still come back."""
+        """The hyperparameters a run actually used, read back from its (H,) row.  Not validated
+        again: every value was checked when it was set, and the run's result must come back."""
         batch = int(row[BATCH_SIZE])
         values = dict(lr=float(row[LR]), l2=float(row[L2]), momentum=float(row[MOMENTUM]),
                       batch_size=None if batch >= n_samples else batch, penalty=float(row[PENALTY]),
@@ -67,8 +67,6 @@ class HyperParams:
             object.__setattr__(obj, name, value)    # frozen dataclass: bypass __init__'s checks
         return obj
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @functools.cache

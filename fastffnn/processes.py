@@ -179,7 +179,6 @@ class ProcessCoordinator:
 
     def __init__(self, ctx: Context, procs: list, conns: list, action):
         self.ctx, self.procs, self.conns, self.action = ctx, procs, conns, action
-        self.round = 0
 
     def _gather(self, expect: str, timeout: float | None) -> None:
         """Wait until every worker has sent ``expect``; a death, failure or timeout breaks (the
@@ -252,7 +251,6 @@ class ProcessCoordinator:
     def wait(self) -> None:
         self._gather("arrive", self.ctx.plan.timeout)
         self.action()
-        self.round += 1
         for conn in self.conns:
             with contextlib.suppress(OSError):      # a dead worker is seen at the next gather
                 conn.send("go")
