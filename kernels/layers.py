@@ -4,18 +4,15 @@ Dimensions: B = samples in the batch, I = fan_in, O = fan_out, K = outputs.
 Argument order follows llm.c: outputs first, then inputs and weights.  Backward kernels
 *accumulate* into weight/bias gradients (cleared once per step) and *overwrite* the input gradient.
 
-The two products with a short reduction (over fan_in in the forward pass, over fan_out for the
-input gradient) are written in dot form, ``C[r, c] = sum_k A[r, k] * Bm[c, k]``, both operands
-read along contiguous rows: the reduction vectorises (``reassoc``) and a 4 x 2 block of C is
-accumulated in registers (``_dot_block``), so each load feeds several multiply-adds.  The weight
-gradient reduces over the long batch axis and is written as rank-8 updates (``matmul_tn``).  No
-activation or delta is ever transposed; only the small weight matrix is (``transpose``).
+All three products of a layer -- the forward pass, the weight gradient and the input gradient --
+are one ``gemm`` (``kernels/gemm.py``) with no transposed copy of an activation or a delta: the
+weight gradient reads the layer input as ``A.T`` through strides, and only the small weight
+matrix is transposed (``transpose``, once per step) for the input gradient.
 """
 import math
 
 from .config import LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
-
-ROWS, COLS = 4, 2    # register block of C; measured best of 1x8 .. 4x4 on AVX2 (float64)
+from .gemm import gemm
 
 
 @jit(inline="always")
@@ -33,122 +30,28 @@ def _softplus(x):
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@jit(inline="always")
-def _dot(A, r, Bm, c):
-    # sum_k A[r, k] * Bm[c, k]
-    s = A.dtype.type(0)
-    for k in range(A.shape[1]):
-        s += A[r, k] * Bm[c, k]
-    return s
-
-
-@jit(inline="always")
-def _dot_block(A, r, Bm, c):
-    # the 4 x 2 block C[r:r+4, c:c+2] of sum_k A[r, k] * Bm[c, k], accumulated in registers
-    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = A.dtype.type(0)
-    for k in range(A.shape[1]):
-        w0, w1 = Bm[c, k], Bm[c + 1, k]
-        a0, a1, a2, a3 = A[r, k], A[r + 1, k], A[r + 2, k], A[r + 3, k]
-        s00 += a0 * w0
-        s01 += a0 * w1
-        s10 += a1 * w0
-        s11 += a1 * w1
-        s20 += a2 * w0
-        s21 += a2 * w1
-        s30 += a3 * w0
-        s31 += a3 * w1
-    return s00, s01, s10, s11, s20, s21, s30, s31
-
-
 @jit
-def matmul_nt(out, A, Bm, accumulate):
-    # out (R, C) = A (R, K) @ Bm (C, K)^T, added to out when accumulate, else overwriting it
-    R, C = out.shape
-    rb, cb = R - R % ROWS, C - C % COLS
-    for r in range(0, rb, ROWS):
-        for c in range(0, cb, COLS):
-            s00, s01, s10, s11, s20, s21, s30, s31 = _dot_block(A, r, Bm, c)
-            if accumulate:
-                s00 += out[r, c]
-                s01 += out[r, c + 1]
-                s10 += out[r + 1, c]
-                s11 += out[r + 1, c + 1]
-                s20 += out[r + 2, c]
-                s21 += out[r + 2, c + 1]
-                s30 += out[r + 3, c]
-                s31 += out[r + 3, c + 1]
-            out[r, c], out[r, c + 1] = s00, s01
-            out[r + 1, c], out[r + 1, c + 1] = s10, s11
-            out[r + 2, c], out[r + 2, c + 1] = s20, s21
-            out[r + 3, c], out[r + 3, c + 1] = s30, s31
-        for c in range(cb, C):
-            for rr in range(r, r + ROWS):
-                out[rr, c] = _dot(A, rr, Bm, c) + (out[rr, c] if accumulate else 0.0)
-    for r in range(rb, R):
-        for c in range(C):
-            out[r, c] = _dot(A, r, Bm, c) + (out[r, c] if accumulate else 0.0)
-
-
-@jit
-def matmul_tn(out, A, Bm):
-    # out (I, O) += A (B, I)^T @ Bm (B, O): the weight gradient, with no transposed copies.
-    # Eight rows of the batch at a time: each out row is loaded and stored once per 8 samples
-    # while the 8 rows of Bm stay in L1, so the vectorised j-loop is bound by multiply-adds.
-    B, I = A.shape
-    O = Bm.shape[1]
-    if O < COLS:
-        # too narrow to vectorise along O (the output layer): vectorise along I instead
-        for j in range(O):
-            for b in range(B):
-                d = Bm[b, j]
-                for i in range(I):
-                    out[i, j] += A[b, i] * d
-        return
-    b8 = B - B % 8
-    for b in range(0, b8, 8):
-        for i in range(I):
-            a0, a1, a2, a3 = A[b, i], A[b + 1, i], A[b + 2, i], A[b + 3, i]
-            a4, a5, a6, a7 = A[b + 4, i], A[b + 5, i], A[b + 6, i], A[b + 7, i]
-            for j in range(O):
-                out[i, j] += (a0 * Bm[b, j] + a1 * Bm[b + 1, j] + a2 * Bm[b + 2, j] + a3 * Bm[b + 3, j]
-                              + a4 * Bm[b + 4, j] + a5 * Bm[b + 5, j] + a6 * Bm[b + 6, j]
-                              + a7 * Bm[b + 7, j])
-    for b in range(b8, B):
-        for i in range(I):
-            a = A[b, i]
-            for j in range(O):
-                out[i, j] += a * Bm[b, j]
-
-
-@jit
-def dense_forward(out, inp, weightT, bias, act):
+def dense_forward(out, inp, weight, bias, act):
     # out (B, O) overwritten with act(inp @ weight + bias); act = IDENTITY for logits
-    # inp (B, I); weightT (O, I): the weight (I, O) transposed, so the product is in dot form
-    matmul_nt(out, inp, weightT, False)
+    # inp (B, I); weight (I, O)
+    gemm(out, inp, False, weight, False)
     activation_forward(out, bias, act)
 
 
 @jit
-def dense_backward(dinp, dweight, dbias, dout, inp, weight, act):
+def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     # dweight (I, O) += inp^T @ dout; dbias (O,) += column sums of dout
     # dinp (B, I) overwritten with (dout @ weight^T) * act'(inp), the gradient w.r.t. the previous
     #   layer's pre-activation; pass dinp of shape (0, I) to skip it (the first layer)
     # dout (B, O): gradient w.r.t. this layer's pre-activation; inp (B, I): this layer's input;
-    # weight (I, O); act: the previous layer's activation
-    matmul_tn(dweight, inp, dout)
+    # weightT (O, I): the weight transposed; act: the previous layer's activation
+    gemm(dweight, inp, True, dout, True)
     for b in range(dout.shape[0]):
         for j in range(dout.shape[1]):
             dbias[j] += dout[b, j]
     if dinp.shape[0] == 0:
         return
-    if weight.shape[1] < COLS:
-        # a reduction too short for dot products (the output layer, O = 1): axpy along rows
-        for b in range(dinp.shape[0]):
-            d = dout[b, 0]
-            for i in range(dinp.shape[1]):
-                dinp[b, i] = d * weight[i, 0]
-    else:
-        matmul_nt(dinp, dout, weight, False)
+    gemm(dinp, dout, False, weightT, False)
     activation_backward(dinp, inp, act)
 
 

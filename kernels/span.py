@@ -55,15 +55,16 @@ def _layer_size(sizes, l, B):
 
 
 @jit
-def _buffers(work, sizes, l, B):
-    # views of layer l's activations (B, O), deltas (B, O) and weightT (O, I) inside work (W,)
+def _buffers(work, sizes, l, C, B):
+    # views of layer l's activations (B, O), deltas (B, O) and weightT (O, I) inside work (W),
+    # laid out for chunks of C rows; B <= C rows in use
     off = 0
     for m in range(l):
-        off += _layer_size(sizes, m, B)
+        off += _layer_size(sizes, m, C)
     I, O = sizes[l], sizes[l + 1]
     return (work[off:off + B * O].reshape((B, O)),
-            work[off + B * O:off + 2 * B * O].reshape((B, O)),
-            work[off + 2 * B * O:off + 2 * B * O + O * I].reshape((O, I)))
+            work[off + C * O:off + C * O + B * O].reshape((B, O)),
+            work[off + 2 * C * O:off + 2 * C * O + O * I].reshape((O, I)))
 
 
 @jit
@@ -97,15 +98,15 @@ def workspace_size_jit(sizes, batch):
 
 
 @jit
-def _forward(work, X, params, sizes, act, B):
-    # activations of every layer into work; the last layer keeps its logits (B, K)
+def _forward(work, X, params, sizes, act, C):
+    # activations of every layer for the rows of X (B <= C) into work laid out for chunks of C
+    # rows; the last layer keeps its logits (B, K)
     L = sizes.shape[0] - 1
     inp = X
     for l in range(L):
         weight, bias = _layer(params, sizes, l)
-        out, _, weightT = _buffers(work, sizes, l, B)
-        transpose(weightT, weight)
-        dense_forward(out, inp, weightT, bias, act if l < L - 1 else IDENTITY)
+        out, _, _ = _buffers(work, sizes, l, C, X.shape[0])
+        dense_forward(out, inp, weight, bias, act if l < L - 1 else IDENTITY)
         inp = out
 
 
@@ -120,13 +121,19 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
     scale = 1.0 / B
+    C = min(B, CHUNK)
     grad[:] = 0.0
+    for l in range(1, L):
+        # the weights transposed for the input gradients (the first layer needs none)
+        weight, _ = _layer(params, sizes, l)
+        _, _, weightT = _buffers(work, sizes, l, C, C)
+        transpose(weightT, weight)
     for r0 in range(0, B, CHUNK):
         r1 = min(B, r0 + CHUNK)
         m = r1 - r0
         Xc, Tc = _rows(X, r0, r1), _rows(T, r0, r1)
-        _forward(work, Xc, params, sizes, act, m)
-        z, dz, _ = _buffers(work, sizes, L - 1, m)
+        _forward(work, Xc, params, sizes, act, C)
+        z, dz, _ = _buffers(work, sizes, L - 1, C, m)
         if sizes[L] == 1:
             sigmoid_xent_forward(terms[r0:r1], z, Tc, penalty)
             sigmoid_xent_backward(dz, z, Tc, penalty, scale)
@@ -134,14 +141,13 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
             softmax_xent_forward(terms[r0:r1], z, Tc, penalty)
             softmax_xent_backward(dz, z, Tc, penalty, scale)
         for l in range(L - 1, -1, -1):
-            weight, _ = _layer(params, sizes, l)
             dweight, dbias = _layer(grad, sizes, l)
-            _, dout, _ = _buffers(work, sizes, l, m)
+            _, dout, weightT = _buffers(work, sizes, l, C, m)
             if l == 0:
-                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weight, act)
+                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
             else:
-                inp, dinp, _ = _buffers(work, sizes, l - 1, m)
-                dense_backward(dinp, dweight, dbias, dout, inp, weight, act)
+                inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
+                dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
     _update(params, velocity, grad, sizes, hyper)
 
 
@@ -249,10 +255,11 @@ def train_spans_parallel(params, velocity, rng, losses, e0, e1, X, T, sizes, act
 def predict_proba(proba, X, params, sizes, act, penalty):
     # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
     n = X.shape[0]
-    work = np.empty(workspace_size_jit(sizes, min(n, CHUNK)), dtype=params.dtype)
+    C = min(n, CHUNK)
+    work = np.empty(workspace_size_jit(sizes, C), dtype=params.dtype)
     for r0 in range(0, n, CHUNK):
         r1 = min(n, r0 + CHUNK)
-        _forward(work, _rows(X, r0, r1), params, sizes, act, r1 - r0)
-        z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, r1 - r0)
+        _forward(work, _rows(X, r0, r1), params, sizes, act, C)
+        z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, C, r1 - r0)
         output_proba(proba[r0:r1], z, penalty)
 

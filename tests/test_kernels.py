@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.kernels import config, layers, numpy_span, span
+from fastffnn.kernels.gemm import gemm
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
 
@@ -73,7 +74,7 @@ def where(**kw):
 def kernel_dense_forward(inp, weight, bias, act="identity"):
     """act(inp @ weight + bias) (B, O) from the kernel, in the dtype of its inputs."""
     out = np.full((inp.shape[0], weight.shape[1]), np.nan, inp.dtype)
-    layers.dense_forward(out, inp, np.ascontiguousarray(weight.T), bias, naive.ACTIVATION_CODES[act])
+    layers.dense_forward(out, inp, weight, bias, naive.ACTIVATION_CODES[act])
     return out
 
 
@@ -82,7 +83,8 @@ def kernel_dense_backward(dout, inp, weight, dweight, dbias, act="identity", nee
     layer's activation; None when skipped.  dweight (I, O) and dbias (O,) accumulate in place."""
     B, I = inp.shape
     dinp = np.full((B if need_dinp else 0, I), np.nan, inp.dtype)
-    layers.dense_backward(dinp, dweight, dbias, dout, inp, weight, naive.ACTIVATION_CODES[act])
+    layers.dense_backward(dinp, dweight, dbias, dout, inp, np.ascontiguousarray(weight.T),
+                          naive.ACTIVATION_CODES[act])
     return dinp if need_dinp else None
 
 
@@ -113,32 +115,42 @@ def test_transpose(R, C, seed):
         np.testing.assert_array_equal(outT, x.T, err_msg=where(dtype=dtype))
 
 
-@SETTINGS
-@given(R=BATCH, C=WIDTH, K=WIDTH, seed=SEED)
-def test_matmul_nt(R, C, K, seed):
-    # out (R, C) = A (R, K) @ Bm (C, K)^T, overwriting out or added to it
+@settings(max_examples=60, deadline=None, database=None)
+@given(R=st.integers(1, 20), C=st.integers(1, 40), K=st.integers(1, 40), seed=SEED)
+def test_gemm(R, C, K, seed):
+    # out (R, C) = op(A) @ W, overwriting out or added to it; shapes past the register block
+    # (6 or 4 rows, 8 or 16 columns) exercise full blocks, edge rows and edge columns
     rng = np.random.default_rng(seed)
-    A, Bm, out0 = draw(rng, (R, K)), draw(rng, (C, K)), draw(rng, (R, C))
-    want = naive.matmul(A, Bm.T)
+    A, W, out0 = draw(rng, (R, K)), draw(rng, (K, C)), draw(rng, (R, C))
+    want = naive.matmul(A, W)
     for dtype in DTYPES:
-        for accumulate in (False, True):
-            out = out0.astype(dtype)
-            layers.matmul_nt(out, A.astype(dtype), Bm.astype(dtype), accumulate)
-            naive.assert_close(out, want + (out0 if accumulate else 0.0), dtype,
-                               msg=where(dtype=dtype, accumulate=accumulate))
+        for trans_a in (False, True):
+            a = np.ascontiguousarray(A.T if trans_a else A, dtype=dtype)
+            for accumulate in (False, True):
+                out = out0.astype(dtype)
+                gemm(out, a, trans_a, W.astype(dtype), accumulate)
+                naive.assert_close(out, want + (out0 if accumulate else 0.0), dtype,
+                                   msg=where(dtype=dtype, trans_a=trans_a, accumulate=accumulate))
 
 
-@SETTINGS
-@given(B=st.integers(1, 20), I=WIDTH, O=WIDTH, seed=SEED)
-def test_matmul_tn(B, I, O, seed):
-    # out (I, O) += A (B, I)^T @ Bm (B, O); batches past 8 exercise the 8-row blocks
-    rng = np.random.default_rng(seed)
-    A, Bm, out0 = draw(rng, (B, I)), draw(rng, (B, O)), draw(rng, (I, O))
-    want = out0 + naive.matmul(A.T, Bm)
+def test_gemm_rows_do_not_depend_on_their_place():
+    # a row gives the same bits in a full register block and in the edge rows after the last
+    # block: the batch position of a sample never changes its numbers
+    rng = np.random.default_rng(0)
     for dtype in DTYPES:
-        out = out0.astype(dtype)
-        layers.matmul_tn(out, A.astype(dtype), Bm.astype(dtype))
-        naive.assert_close(out, want, dtype, msg=where(dtype=dtype))
+        A, W = rng.normal(size=(13, 37)).astype(dtype), rng.normal(size=(37, 32)).astype(dtype)
+        out = np.empty((13, 32), dtype)
+        gemm(out, A, False, W, False)
+        for r in range(13):
+            row = np.empty((1, 32), dtype)
+            gemm(row, A[r:r + 1].copy(), False, W, False)
+            np.testing.assert_array_equal(row[0], out[r], err_msg=where(dtype=dtype, row=r))
+
+
+def test_gemm_refuses_strided_arrays():
+    out, A = np.zeros((4, 8)), np.ones((4, 8))
+    with pytest.raises(Exception, match="C-contiguous"):
+        gemm(out, np.asfortranarray(A), False, np.ones((8, 8)), False)
 
 
 @SETTINGS
