@@ -7,7 +7,9 @@ row of C) is loaded once, updated by one rank-1 product per step of the reductio
 loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That is the classic
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
 present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it and finishes the edges
-(rows past the last full block, columns past the last full vector pair) in plain Numba.
+(rows past the last full block, columns past the last full vector pair) in plain Numba.  The
+block may end in an epilogue (``gemm_fused``): bias and relu after the forward product, the relu
+derivative after the input gradient, so no pass over memory is spent on either.
 
 The reduction runs in order k = 0, 1, ... for every element, whatever the tile, so a result does
 not depend on where an element falls (bit-identical across backends and instance counts).
@@ -26,21 +28,30 @@ ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured
 _I64 = ir.IntType(64)
 
 
-def _define_tile(module, fty, rows):
-    """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc)``:
-    out[m, n] (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a ``rows x NV vectors`` block.
+def _define_tile(module, fty, rows, epilogue):
+    """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
+    <epilogue arguments>)``: out[m, n] (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a
+    ``rows x NV vectors`` block, then the epilogue on the block in registers before it is stored:
+
+    - ``"none"``;
+    - ``"act"`` (fty* bias, fty slope): v = v + bias[n]; v = v if v > 0 else slope * v -- relu
+      (slope 0: a NaN stays NaN), leaky relu, or identity (slope 1);
+    - ``"gate"`` (fty* gate, i64 ldg, fty slope): v = v if gate[m, n] > 0 else slope * v -- the
+      relu / leaky relu derivative, gate being the activation.
+
     Defined once per LLVM module (internal, always inlined)."""
-    name = f"fastffnn_tile_{fty}_{rows}"
+    name = f"fastffnn_tile_{fty}_{rows}_{epilogue}"
     if name in module.globals:
         return module.globals[name]
     vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
     align = 8 if isinstance(fty, ir.DoubleType) else 4
     ptr, vty = fty.as_pointer(), ir.VectorType(fty, vl)
+    extra = {"none": [], "act": [ptr, fty], "gate": [ptr, _I64, fty]}[epilogue]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64,
-                                                             ir.IntType(1)]), name)
+                                                             ir.IntType(1), *extra]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc = fn.args
+    out, ldo, a, a_row, a_k, w, ldw, K, acc = fn.args[:9]
     for p in (out, a, w):
         p.add_attribute("noalias")
     entry, load, init = fn.append_basic_block("entry"), fn.append_basic_block("load"), fn.append_basic_block("init")
@@ -55,6 +66,11 @@ def _define_tile(module, fty, rows):
 
     def out_at(m, n):
         return vector_at(out, b.add(b.mul(const(m), ldo), const(n * vl)))
+
+    def splat(value):
+        undef = ir.Constant(vty, ir.Undefined)
+        broadcast = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
+        return b.shuffle_vector(b.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)), undef, broadcast)
 
     blocks = [(m, n) for m in range(rows) for n in range(NV)]
     b.cbranch(acc, load, init)
@@ -82,15 +98,12 @@ def _define_tile(module, fty, rows):
     row = b.mul(k, ldw)
     wv = [b.load(vector_at(w, b.add(row, const(n * vl))), align=align) for n in range(NV)]
     ak = b.mul(k, a_k)
-    undef = ir.Constant(vty, ir.Undefined)
-    broadcast = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
     new = []
     for m in range(rows):
-        am = b.load(b.gep(a, [b.add(ak, b.mul(const(m), a_row))]), align=align)
-        splat = b.shuffle_vector(b.insert_element(undef, am, ir.Constant(ir.IntType(32), 0)), undef, broadcast)
+        am = splat(b.load(b.gep(a, [b.add(ak, b.mul(const(m), a_row))]), align=align))
         for n in range(NV):
             # mul + add with `contract`: one FMA where the CPU has it, the same rounding order anywhere
-            product = b.fmul(splat, wv[n], flags=("contract",))
+            product = b.fmul(am, wv[n], flags=("contract",))
             new.append(b.fadd(accs[m * NV + n], product, flags=("contract",)))
     k.add_incoming(b.add(k, const(1)), body)
     for phi, v in zip(accs, new):
@@ -98,52 +111,108 @@ def _define_tile(module, fty, rows):
     b.branch(loop)
 
     b.position_at_end(done)
-    for (m, n), v in zip(blocks, accs):
+    results = list(accs)
+    if epilogue != "none":
+        zero, slope = ir.Constant(vty, None), splat(fn.args[-1])
+        if epilogue == "act":
+            bias = [b.load(vector_at(fn.args[9], const(n * vl)), align=align) for n in range(NV)]
+            results = [b.fadd(v, bias[n]) for (m, n), v in zip(blocks, results)]
+            gates = results
+        else:
+            gate, ldg = fn.args[9], fn.args[10]
+            gates = [b.load(vector_at(gate, b.add(b.mul(const(m), ldg), const(n * vl))), align=align)
+                     for m, n in blocks]
+        results = [b.select(b.fcmp_ordered(">", g, zero), v, b.fmul(v, slope)) for g, v in zip(gates, results)]
+    for (m, n), v in zip(blocks, results):
         b.store(v, out_at(m, n), align=align)
     b.ret_void()
     return fn
 
 
-def _tile_intrinsic(rows_f64, rows_f32):
-    @intrinsic
-    def tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, w_off, K, accumulate):
-        # the block at out's element o_off; A's first element a_off; W's first element w_off
-        arrays = (out, A, W)
+def _tile_intrinsic(rows_f64, rows_f32, epilogue):
+    """A Numba intrinsic calling the ``epilogue`` tile for a block at out's element ``o_off``, with
+    A's first element ``a_off`` and W's first column ``c``; ``act`` adds the bias (O,) and slope,
+    ``gate`` the gate array (shaped like out) and slope."""
+
+    def typed(out, A, W, epilogue_args):
+        arrays = (out, A, W, *epilogue_args[:1])
         if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
                 len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
             raise TypingError(f"gemm tile: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
-
-        def codegen(context, builder, sig, args):
-            out_, o_off_, A_, a_off_, a_row_, a_k_, W_, w_off_, K_, acc_ = args
-            fty = context.get_value_type(sig.args[0].dtype)
-            fn = _define_tile(builder.module, fty, rows_f64 if isinstance(fty, ir.DoubleType) else rows_f32)
-
-            def element(value, ty, offset):
-                return builder.gep(cgutils.create_struct_proxy(ty)(context, builder, value=value).data, [offset])
-
-            ldo = cgutils.unpack_tuple(builder, cgutils.create_struct_proxy(sig.args[0])(
-                context, builder, value=out_).shape)[1]
-            ldw = cgutils.unpack_tuple(builder, cgutils.create_struct_proxy(sig.args[6])(
-                context, builder, value=W_).shape)[1]
-            if acc_.type != ir.IntType(1):
-                acc_ = builder.trunc(acc_, ir.IntType(1))
-            builder.call(fn, [element(out_, sig.args[0], o_off_), ldo, element(A_, sig.args[2], a_off_), a_row_,
-                              a_k_, element(W_, sig.args[6], w_off_), ldw, K_, acc_])
-            return context.get_dummy_value()
-
         i64 = types.int64
-        return types.void(out, i64, A, i64, i64, i64, W, i64, i64, types.boolean), codegen
-    return tile
+        return types.void(out, i64, A, i64, i64, i64, W, i64, i64, types.boolean, *epilogue_args), codegen
+
+    def codegen(context, builder, sig, args):
+        out_, o_off_, A_, a_off_, a_row_, a_k_, W_, c_, K_, acc_ = args[:10]
+        dtype = sig.args[0].dtype
+        fty = context.get_value_type(dtype)
+        fn = _define_tile(builder.module, fty, rows_f64 if isinstance(fty, ir.DoubleType) else rows_f32, epilogue)
+
+        def array(i):
+            return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
+
+        def element(i, offset):
+            return builder.gep(array(i).data, [offset])
+
+        def row_stride(i):
+            return cgutils.unpack_tuple(builder, array(i).shape)[1]
+
+        if acc_.type != ir.IntType(1):
+            acc_ = builder.trunc(acc_, ir.IntType(1))
+        call = [element(0, o_off_), row_stride(0), element(2, a_off_), a_row_, a_k_, element(6, c_), row_stride(6),
+                K_, acc_]
+        if epilogue == "act":       # the bias from column c
+            call += [element(10, c_), context.cast(builder, args[11], sig.args[11], dtype)]
+        elif epilogue == "gate":    # the gate element where the block starts in out
+            call += [element(10, o_off_), row_stride(10), context.cast(builder, args[11], sig.args[11], dtype)]
+        builder.call(fn, call)
+        return context.get_dummy_value()
+
+    if epilogue == "none":
+        def tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate):
+            return typed(out, A, W, ())
+    else:
+        def tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, operand, slope):
+            return typed(out, A, W, (operand, slope))
+    return intrinsic(tile)
 
 
-_tile_block = _tile_intrinsic(ROWS_F64, ROWS_F32)
-_tile_row = _tile_intrinsic(1, 1)
+_tile_block = _tile_intrinsic(ROWS_F64, ROWS_F32, "none")
+_tile_row = _tile_intrinsic(1, 1, "none")
+_tile_block_act = _tile_intrinsic(ROWS_F64, ROWS_F32, "act")
+_tile_row_act = _tile_intrinsic(1, 1, "act")
+_tile_block_gate = _tile_intrinsic(ROWS_F64, ROWS_F32, "gate")
+_tile_row_gate = _tile_intrinsic(1, 1, "gate")
+
+NONE, ACT, GATE = 0, 1, 2     # epilogues of gemm_fused
+
+
+@jit(inline="always")
+def _tile(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, epilogue, block, vec, mat, slope):
+    # one block (block) or one row of a block, with the epilogue; a compile-time choice when
+    # inlined with constant arguments
+    if epilogue == ACT:
+        if block:
+            _tile_block_act(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
+        else:
+            _tile_row_act(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
+    elif epilogue == GATE:
+        if block:
+            _tile_block_gate(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
+        else:
+            _tile_row_gate(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
+    elif block:
+        _tile_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+    else:
+        _tile_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
 
 
 @jit
-def gemm(out, A, trans_a, W, accumulate):
+def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     # out (R, C) = op(A) @ W, added to out when accumulate; op(A) = A (R, K), or A.T for A (K, R)
-    # when trans_a; W (K, C).  All C-contiguous, one dtype.
+    # when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
+    #   epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
+    #   epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
     R, C = out.shape
     K = W.shape[0]
     a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)
@@ -152,13 +221,13 @@ def gemm(out, A, trans_a, W, accumulate):
     rb, cb = R - R % rows, C - C % cols
     for r in range(0, rb, rows):
         for c in range(0, cb, cols):
-            _tile_block(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate)
+            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate, epilogue, True, vec, mat, slope)
     for r in range(rb, R):
         for c in range(0, cb, cols):
-            _tile_row(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate)
+            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate, epilogue, False, vec, mat, slope)
     if cb == C:
         return
-    # the last columns, fewer than a vector pair (the output layer's one logit)
+    # the last columns, fewer than a vector pair (the output layer's one logit), in plain Numba
     if not accumulate:
         out[:, cb:] = 0.0
     if trans_a:
@@ -174,3 +243,15 @@ def gemm(out, A, trans_a, W, accumulate):
                 for k in range(K):
                     s += A[r, k] * W[k, c]
                 out[r, c] = s
+    if epilogue == NONE:
+        return
+    for r in range(R):
+        for c in range(cb, C):
+            v = out[r, c] + vec[c] if epilogue == ACT else out[r, c]
+            out[r, c] = v if (v if epilogue == ACT else mat[r, c]) > 0 else slope * v
+
+
+@jit
+def gemm(out, A, trans_a, W, accumulate):
+    # gemm_fused without an epilogue
+    gemm_fused(out, A, trans_a, W, accumulate, NONE, out.reshape(out.size), out, 0.0)

@@ -11,8 +11,8 @@ matrix is transposed (``transpose``, once per step) for the input gradient.
 """
 import math
 
-from .config import LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
-from .gemm import gemm
+from .config import IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
+from .gemm import ACT, GATE, gemm, gemm_fused
 
 
 @jit(inline="always")
@@ -24,18 +24,16 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
-@jit(inline="always")
-def _softplus(x):
-    # log(1 + exp(x)), stable for any x
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
 @jit
 def dense_forward(out, inp, weight, bias, act):
     # out (B, O) overwritten with act(inp @ weight + bias); act = IDENTITY for logits
     # inp (B, I); weight (I, O)
-    gemm(out, inp, False, weight, False)
-    activation_forward(out, bias, act)
+    if act in (RELU, LEAKY_RELU, IDENTITY):
+        # bias and activation in the product's epilogue, while the block is in registers
+        gemm_fused(out, inp, False, weight, False, ACT, bias, out, _slope(act))
+    else:
+        gemm(out, inp, False, weight, False)
+        activation_forward(out, bias, act)
 
 
 @jit
@@ -51,8 +49,17 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
             dbias[j] += dout[b, j]
     if dinp.shape[0] == 0:
         return
-    gemm(dinp, dout, False, weightT, False)
-    activation_backward(dinp, inp, act)
+    if act in (RELU, LEAKY_RELU):
+        gemm_fused(dinp, dout, False, weightT, False, GATE, dbias, inp, _slope(act))
+    else:
+        gemm(dinp, dout, False, weightT, False)
+        activation_backward(dinp, inp, act)
+
+
+@jit(inline="always")
+def _slope(act):
+    # the negative-side slope of the activations fused into gemm's epilogue
+    return 0.0 if act == RELU else (LEAKY_SLOPE if act == LEAKY_RELU else 1.0)
 
 
 @jit
@@ -120,44 +127,26 @@ def activation_backward(d, a, act):
 
 
 @jit
-def sigmoid_xent_forward(loss_terms, z, target, penalty):
-    # loss_terms (B,) overwritten: binary cross-entropy of sigmoid(penalty * z) per sample
+def sigmoid_xent(loss_terms, dz, z, target, penalty, scale):
+    # loss_terms (B,) overwritten: binary cross-entropy of sigmoid(penalty * z) per sample;
+    # dz (B, 1) overwritten: scale * d loss / d z = scale * penalty * (sigmoid(penalty z) - t)
     # z (B, 1) logits; target (B, 1) in {0, 1}
-    # log-sigmoid form: -t log s(u) - (1-t) log(1-s(u)) = softplus(u) - t u, u = penalty * z
+    # log-sigmoid form: -t log s(u) - (1-t) log(1-s(u)) = softplus(u) - t u, u = penalty * z; one
+    # exp of a non-positive number, exp(-|u|), serves the softplus and the sigmoid
     for b in range(z.shape[0]):
         u = penalty * z[b, 0]
-        loss_terms[b] = _softplus(u) - target[b, 0] * u
+        e = math.exp(-abs(u))
+        loss_terms[b] = max(u, 0.0) + math.log1p(e) - target[b, 0] * u
+        s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
+        dz[b, 0] = scale * penalty * (s - target[b, 0])
 
 
 @jit
-def sigmoid_xent_backward(dz, z, target, penalty, scale):
-    # dz (B, 1) overwritten: scale * d loss / d z = scale * penalty * (sigmoid(penalty z) - t)
-    for b in range(z.shape[0]):
-        dz[b, 0] = scale * penalty * (_sigmoid(penalty * z[b, 0]) - target[b, 0])
-
-
-@jit
-def softmax_xent_forward(loss_terms, z, target, penalty):
+def softmax_xent(loss_terms, dz, z, target, penalty, scale):
     # loss_terms (B,) overwritten: cross-entropy of softmax(penalty * z); z (B, K); target (B, K) one-hot
-    # log-sum-exp form with the row maximum subtracted: never exp of a positive number
-    B, K = z.shape
-    for b in range(B):
-        m = penalty * z[b, 0]
-        for k in range(1, K):
-            m = max(m, penalty * z[b, k])
-        s = 0.0
-        for k in range(K):
-            s += math.exp(penalty * z[b, k] - m)
-        lse = m + math.log(s)
-        t = 0.0
-        for k in range(K):
-            t += target[b, k] * (lse - penalty * z[b, k])
-        loss_terms[b] = t
-
-
-@jit
-def softmax_xent_backward(dz, z, target, penalty, scale):
     # dz (B, K) overwritten: scale * penalty * (softmax(penalty z) - t)
+    # log-sum-exp form with the row maximum subtracted: never exp of a positive number; the exps
+    # serve the loss and the gradient
     B, K = z.shape
     for b in range(B):
         m = penalty * z[b, 0]
@@ -168,8 +157,12 @@ def softmax_xent_backward(dz, z, target, penalty, scale):
             e = math.exp(penalty * z[b, k] - m)
             dz[b, k] = e
             s += e
+        lse = m + math.log(s)
+        t = 0.0
         for k in range(K):
+            t += target[b, k] * (lse - penalty * z[b, k])
             dz[b, k] = scale * penalty * (dz[b, k] / s - target[b, k])
+        loss_terms[b] = t
 
 
 @jit

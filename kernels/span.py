@@ -20,10 +20,8 @@ from .layers import (
     dense_backward,
     dense_forward,
     output_proba,
-    sigmoid_xent_backward,
-    sigmoid_xent_forward,
-    softmax_xent_backward,
-    softmax_xent_forward,
+    sigmoid_xent,
+    softmax_xent,
     transpose,
 )
 
@@ -135,11 +133,9 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
         _forward(work, Xc, params, sizes, act, C)
         z, dz, _ = _buffers(work, sizes, L - 1, C, m)
         if sizes[L] == 1:
-            sigmoid_xent_forward(terms[r0:r1], z, Tc, penalty)
-            sigmoid_xent_backward(dz, z, Tc, penalty, scale)
+            sigmoid_xent(terms[r0:r1], dz, z, Tc, penalty, scale)
         else:
-            softmax_xent_forward(terms[r0:r1], z, Tc, penalty)
-            softmax_xent_backward(dz, z, Tc, penalty, scale)
+            softmax_xent(terms[r0:r1], dz, z, Tc, penalty, scale)
         for l in range(L - 1, -1, -1):
             dweight, dbias = _layer(grad, sizes, l)
             _, dout, weightT = _buffers(work, sizes, l, C, m)

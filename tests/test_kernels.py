@@ -277,19 +277,21 @@ def _output_case(rng, B, K, scale=3.0):
     return z, (binary_targets(rng, B) if K == 1 else onehot_targets(rng, B, K))
 
 
-def kernel_xent_forward(z, t, penalty):
-    terms = np.full(z.shape[0], np.nan, dtype=z.dtype)
-    forward = layers.sigmoid_xent_forward if z.shape[1] == 1 else layers.softmax_xent_forward
+def kernel_xent(z, t, penalty, scale=1.0):
+    """(loss terms (B,), scale * their gradient w.r.t. z (B, K)) from the fused loss kernel."""
+    terms, dz = np.full(z.shape[0], np.nan, dtype=z.dtype), np.full(z.shape, np.nan, dtype=z.dtype)
+    kernel = layers.sigmoid_xent if z.shape[1] == 1 else layers.softmax_xent
     # the span kernels pass penalty as a scalar of the run's dtype (read from the hyper row)
-    forward(terms, z, t.astype(z.dtype), z.dtype.type(penalty))
-    return terms
+    kernel(terms, dz, z, t.astype(z.dtype), z.dtype.type(penalty), scale)
+    return terms, dz
+
+
+def kernel_xent_forward(z, t, penalty):
+    return kernel_xent(z, t, penalty)[0]
 
 
 def kernel_xent_backward(z, t, penalty, scale):
-    dz = np.full(z.shape, np.nan, dtype=z.dtype)
-    backward = layers.sigmoid_xent_backward if z.shape[1] == 1 else layers.softmax_xent_backward
-    backward(dz, z, t.astype(z.dtype), z.dtype.type(penalty), scale)
-    return dz
+    return kernel_xent(z, t, penalty, scale)[1]
 
 
 def kernel_output_proba(z, penalty):
