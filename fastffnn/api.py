@@ -1,6 +1,7 @@
 """``fastffnn.train``: validate everything here, in the calling process, then hand a plan to a backend."""
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 from numbers import Integral, Real
@@ -9,7 +10,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, check_X_y, column_or_1d
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _faults
 from .backends import get_backend
@@ -78,6 +79,13 @@ def resolve_hyperparams(hyperparams, instances) -> list:
     if not hyperparams:
         raise ValueError("The 'hyperparams' list is empty; give one HyperParams per instance.")
     return list(hyperparams)
+
+
+@functools.lru_cache(maxsize=None)
+def _blas() -> ThreadpoolController:
+    """The BLAS/OpenMP libraries of this process, found once: finding them scans the loaded
+    libraries, milliseconds that a short run would otherwise pay on every call."""
+    return ThreadpoolController()
 
 
 def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperparams=None, epochs=1000,
@@ -181,7 +189,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         bar = _progress_bar(progress, epochs, N, backend)
         action = SyncAction(ctx, sync, sync_layers, sync_options, val, callback, history, bar)
         try:
-            with threadpool_limits(1) if runner.parallel else nullcontext():
+            with _blas().limit(limits=1) if runner.parallel else nullcontext():
                 wall = runner.run(ctx, action)
         finally:
             if bar is not None:
