@@ -6,6 +6,7 @@ losses and weights for NaN/Inf after each span, and those flags would let LLVM
 fold such checks away.  ``afn`` (approximate exp/log) is left out too, so the
 stable log-sigmoid / log-sum-exp forms stay exact.
 """
+import os
 import warnings
 
 import numba
@@ -16,10 +17,26 @@ CACHE = True
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 
+def _package_stamp():
+    # (name, mtime, size) of every module of this package: a kernel's compiled code includes the
+    # helpers it calls and the constants it reads from other modules, which Numba's own stamp
+    # (the kernel's file only) does not see
+    here = os.path.dirname(os.path.abspath(__file__))
+    return tuple((f, (st := os.stat(os.path.join(here, f))).st_mtime, st.st_size)
+                 for f in sorted(os.listdir(here)) if f.endswith(".py"))
+
+
 class TolerantCache(FunctionCache):
-    """Numba's on-disk cache, except that an unreadable entry (a truncated index, a corrupted data
-    file) is a miss: the cache is reset with a warning and the kernel recompiles, where Numba
-    itself would raise from the call."""
+    """Numba's on-disk cache, stamped with every module of the kernels package rather than the
+    kernel's own file (an edit to a helper or a constant elsewhere makes it stale), and where an
+    unreadable entry (a truncated index, a corrupted data file) is a miss: the cache is reset
+    with a warning and the kernel recompiles, where Numba itself would raise from the call."""
+
+    STAMP = _package_stamp()
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file._source_stamp = self.STAMP
 
     def load_overload(self, sig, target_context):
         try:

@@ -470,3 +470,14 @@ def test_corrupted_numba_cache_recompiles(tmp_path):
     third = run("reuse")                        # the cache was rewritten: loads again, no warning
     assert third["RESULT"] == first["RESULT"] and third["WARNED"] == "False"
     shutil.rmtree(tmp_path / "numba", ignore_errors=True)
+
+
+def test_kernel_cache_is_stamped_with_every_kernel_module():
+    # a compiled kernel includes the helpers it calls and the constants it reads from other
+    # modules, so its cache must go stale when any module of the package changes, not only its own
+    from fastffnn.kernels import config, gemm, span
+    directory = os.path.dirname(config.__file__)
+    stamp = config.TolerantCache.STAMP
+    assert {name for name, _, _ in stamp} == {f for f in os.listdir(directory) if f.endswith(".py")}
+    for kernel in (span.train_span, gemm.gemm):
+        assert kernel._cache._cache_file._source_stamp == stamp
