@@ -6,8 +6,9 @@ accumulators into vector registers, so the inner block is written directly in LL
 row of C) is loaded once, updated by one rank-1 product per step of the reduction -- NV vector
 loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That is the classic
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
-present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it and finishes the edges
-(rows past the last full block, columns past the last full vector pair) in plain Numba.  The
+present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it -- full blocks, then pairs
+and single rows for the rows past the last block -- and finishes the columns past the last full
+vector pair in plain Numba.  The
 block may end in an epilogue (``gemm_fused``): bias and relu after the forward product, the relu
 derivative after the input gradient, so no pass over memory is spent on either.
 
@@ -177,34 +178,53 @@ def _tile_intrinsic(rows_f64, rows_f32, epilogue):
     return intrinsic(tile)
 
 
-_tile_block = _tile_intrinsic(ROWS_F64, ROWS_F32, "none")
-_tile_row = _tile_intrinsic(1, 1, "none")
-_tile_block_act = _tile_intrinsic(ROWS_F64, ROWS_F32, "act")
-_tile_row_act = _tile_intrinsic(1, 1, "act")
-_tile_block_gate = _tile_intrinsic(ROWS_F64, ROWS_F32, "gate")
-_tile_row_gate = _tile_intrinsic(1, 1, "gate")
+# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
+# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
+# one row, for an odd row left.  Each element sums over k in the same order in every shape.
+BLOCK, PAIR, ROW = 0, 1, 2
+_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
+_none_block, _none_pair, _none_row = (_tile_intrinsic(*rows, "none") for rows in _SHAPES)
+_act_block, _act_pair, _act_row = (_tile_intrinsic(*rows, "act") for rows in _SHAPES)
+_gate_block, _gate_pair, _gate_row = (_tile_intrinsic(*rows, "gate") for rows in _SHAPES)
 
 NONE, ACT, GATE = 0, 1, 2     # epilogues of gemm_fused
 
 
 @jit(inline="always")
-def _tile(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, epilogue, block, vec, mat, slope):
-    # one block (block) or one row of a block, with the epilogue; a compile-time choice when
-    # inlined with constant arguments
+def _tile(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, epilogue, shape, vec, mat, slope):
+    # one tile of the given shape, with the epilogue; inlined where both are constants, so each
+    # call site compiles to one tile
     if epilogue == ACT:
-        if block:
-            _tile_block_act(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
+        if shape == BLOCK:
+            _act_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
+        elif shape == PAIR:
+            _act_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
         else:
-            _tile_row_act(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
+            _act_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
     elif epilogue == GATE:
-        if block:
-            _tile_block_gate(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
+        if shape == BLOCK:
+            _gate_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
+        elif shape == PAIR:
+            _gate_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
         else:
-            _tile_row_gate(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
-    elif block:
-        _tile_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+            _gate_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
+    elif shape == BLOCK:
+        _none_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+    elif shape == PAIR:
+        _none_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
     else:
-        _tile_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+        _none_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+
+
+@jit(inline="always")
+def _tiles(out, A, a_row, a_k, W, accumulate, epilogue, shape, r0, r1, step, vec, mat, slope):
+    # rows r0:r1 of out in tiles of `step` rows and every full vector pair of columns
+    R, C = out.shape
+    cols = NV * VECTOR_BYTES // out.itemsize
+    for r in range(r0, r1, step):
+        for c in range(0, C - C % cols, cols):
+            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, W.shape[0], accumulate, epilogue, shape, vec,
+                  mat, slope)
 
 
 @jit
@@ -217,20 +237,21 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     K = W.shape[0]
     a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)
     rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
-    cols = NV * VECTOR_BYTES // out.itemsize
-    rb, cb = R - R % rows, C - C % cols
-    for r in range(0, rb, rows):
-        for c in range(0, cb, cols):
-            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate, epilogue, True, vec, mat, slope)
-    for r in range(rb, R):
-        for c in range(0, cb, cols):
-            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, K, accumulate, epilogue, False, vec, mat, slope)
+    cb = C - C % (NV * VECTOR_BYTES // out.itemsize)
+    rb = R - R % rows
+    rp = rb + (R - rb) // 2 * 2
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, BLOCK, 0, rb, rows, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, PAIR, rb, rp, 2, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, ROW, rp, R, 1, vec, mat, slope)
     if cb == C:
         return
-    # the last columns, fewer than a vector pair (the output layer's one logit), in plain Numba
+    # the last columns, fewer than a vector pair, in plain Numba
     if not accumulate:
         out[:, cb:] = 0.0
-    if trans_a:
+    if C == 1:
+        # one column (a binary output layer): as vectors, unit stride known to the compiler
+        _gemm_column(out.reshape(R), A, trans_a, W.reshape(K))
+    elif trans_a:
         for c in range(cb, C):
             for k in range(K):
                 w = W[k, c]
@@ -249,6 +270,23 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
         for c in range(cb, C):
             v = out[r, c] + vec[c] if epilogue == ACT else out[r, c]
             out[r, c] = v if (v if epilogue == ACT else mat[r, c]) > 0 else slope * v
+
+
+@jit(inline="always")
+def _gemm_column(out, A, trans_a, w):
+    # out (R,) += op(A) @ w (K,)
+    R, K = out.shape[0], w.shape[0]
+    if trans_a:
+        for k in range(K):
+            wk = w[k]
+            for r in range(R):
+                out[r] += A[k, r] * wk
+    else:
+        for r in range(R):
+            s = out[r]
+            for k in range(K):
+                s += A[r, k] * w[k]
+            out[r] = s
 
 
 @jit

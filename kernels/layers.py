@@ -44,9 +44,7 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     # dout (B, O): gradient w.r.t. this layer's pre-activation; inp (B, I): this layer's input;
     # weightT (O, I): the weight transposed; act: the previous layer's activation
     gemm(dweight, inp, True, dout, True)
-    for b in range(dout.shape[0]):
-        for j in range(dout.shape[1]):
-            dbias[j] += dout[b, j]
+    column_sums(dbias, dout)
     if dinp.shape[0] == 0:
         return
     if act in (RELU, LEAKY_RELU):
@@ -54,6 +52,20 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     else:
         gemm(dinp, dout, False, weightT, False)
         activation_backward(dinp, inp, act)
+
+
+@jit
+def column_sums(total, x):
+    # total (O,) += the column sums of x (B, O), eight rows per pass over total
+    B, O = x.shape
+    b8 = B - B % 8
+    for b in range(0, b8, 8):
+        for j in range(O):
+            total[j] += (((x[b, j] + x[b + 1, j]) + (x[b + 2, j] + x[b + 3, j]))
+                         + ((x[b + 4, j] + x[b + 5, j]) + (x[b + 6, j] + x[b + 7, j])))
+    for b in range(b8, B):
+        for j in range(O):
+            total[j] += x[b, j]
 
 
 @jit(inline="always")
