@@ -87,6 +87,22 @@ class Failure:
                 self.exc = exc
 
 
+CACHE_LINE = 64
+
+
+def _cache_aligned(shape_lead: tuple, size: int, dtype) -> np.ndarray:
+    """Zeros of shape ``shape_lead + (size rounded up to a cache line,)``, starting on a cache
+    line: every row, and every buffer the kernels lay out inside it at multiples of the vector
+    width, starts on one (split vector loads cost the kernels about 5 %).  The kernels use the
+    first ``size`` elements of a row."""
+    itemsize = np.dtype(dtype).itemsize
+    row = -(-size * itemsize // CACHE_LINE) * CACHE_LINE // itemsize
+    n = int(np.prod(shape_lead, dtype=np.int64)) * row
+    raw = np.zeros(n * itemsize + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + n * itemsize].view(dtype).reshape(shape_lead + (row,))
+
+
 class Context:
     """What a worker loop needs: the plan, the shared arrays, the cancel flag, the failure slot."""
 
@@ -105,8 +121,8 @@ class Context:
         plan = self.plan
         batch = int(min(self.plan.n_samples, max(1, self.hyper[:, kernels.config.BATCH_SIZE].max())))
         size = kernels.workspace_size(plan.topology.sizes, batch)
-        return (np.zeros(shape_lead + (size,), plan.dtype),
-                np.zeros(shape_lead + (plan.topology.n_params,), plan.dtype))
+        return (_cache_aligned(shape_lead, size, plan.dtype),
+                _cache_aligned(shape_lead, plan.topology.n_params, plan.dtype))
 
     def run_span(self, k: int, e0: int, e1: int, scratch: tuple) -> None:
         work, grad = scratch
