@@ -52,9 +52,10 @@ class TolerantCache(FunctionCache):
 def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
     """``numba.njit`` with the project's options; the one decorator kernels use.
 
-    ``inline="always"`` is for the small helpers of the inner loops (register blocks, epilogues):
-    inlined at Numba's IR level, their loops vectorise in the caller's context (measured 1.5x on
-    the 4 x 2 block), which LLVM's own inlining of a separate function did not achieve."""
+    ``inline="always"`` is for the small helpers of the inner loops (tile dispatch, sigmoid):
+    inlined at Numba's IR level, their branches fold on the caller's constant arguments and their
+    loops vectorise in the caller's context, which LLVM's own inlining of a separate function
+    does not guarantee."""
     def decorate(f):
         dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
                                 inline=inline)(f)

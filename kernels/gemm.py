@@ -16,7 +16,7 @@ The reduction runs in order k = 0, 1, ... for every element, whatever the tile, 
 not depend on where an element falls (bit-identical across backends and instance counts).
 """
 from llvmlite import ir
-from numba import types
+from numba import literally, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
@@ -130,24 +130,34 @@ def _define_tile(module, fty, rows, epilogue):
     return fn
 
 
-def _tile_intrinsic(rows_f64, rows_f32, epilogue):
-    """A Numba intrinsic calling the ``epilogue`` tile for a block at out's element ``o_off``, with
-    A's first element ``a_off`` and W's first column ``c``; ``act`` adds the bias (O,) and slope,
-    ``gate`` the gate array (shaped like out) and slope."""
+# Epilogues (``_define_tile``), by the constant gemm_fused and _tile take
+NONE, ACT, GATE = 0, 1, 2
+_EPILOGUES = ("none", "act", "gate")
+# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
+# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
+# one row, for an odd row left.  Each element sums over k in the same order in every shape.
+BLOCK, PAIR, ROW = 0, 1, 2
+_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
 
-    def typed(out, A, W, epilogue_args):
-        arrays = (out, A, W, *epilogue_args[:1])
-        if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
-                len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
-            raise TypingError(f"gemm tile: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
-        i64 = types.int64
-        return types.void(out, i64, A, i64, i64, i64, W, i64, i64, types.boolean, *epilogue_args), codegen
+
+@intrinsic(prefer_literal=True)
+def _tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, mat, slope, epilogue, shape):
+    """One tile of ``shape`` with ``epilogue`` (both compile-time constants): the block at out's
+    element ``o_off``, with A's first element ``a_off`` and W's first column ``c``; ``ACT`` reads
+    the bias ``vec`` (O,) from column c, ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
+    arrays = (out, A, W, vec, mat)
+    if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
+            len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
+        raise TypingError(f"gemm tile: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
+    if not (isinstance(epilogue, types.IntegerLiteral) and isinstance(shape, types.IntegerLiteral)):
+        raise TypingError("gemm tile: the epilogue and the tile shape must be compile-time constants")
+    kind, rows = _EPILOGUES[epilogue.literal_value], _SHAPES[shape.literal_value]
 
     def codegen(context, builder, sig, args):
-        out_, o_off_, A_, a_off_, a_row_, a_k_, W_, c_, K_, acc_ = args[:10]
+        out_, o_off_, A_, a_off_, a_row_, a_k_, W_, c_, K_, acc_, vec_, mat_, slope_ = args[:13]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
-        fn = _define_tile(builder.module, fty, rows_f64 if isinstance(fty, ir.DoubleType) else rows_f32, epilogue)
+        fn = _define_tile(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], kind)
 
         def array(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
@@ -162,58 +172,17 @@ def _tile_intrinsic(rows_f64, rows_f32, epilogue):
             acc_ = builder.trunc(acc_, ir.IntType(1))
         call = [element(0, o_off_), row_stride(0), element(2, a_off_), a_row_, a_k_, element(6, c_), row_stride(6),
                 K_, acc_]
-        if epilogue == "act":       # the bias from column c
-            call += [element(10, c_), context.cast(builder, args[11], sig.args[11], dtype)]
-        elif epilogue == "gate":    # the gate element where the block starts in out
-            call += [element(10, o_off_), row_stride(10), context.cast(builder, args[11], sig.args[11], dtype)]
+        slope_value = context.cast(builder, slope_, sig.args[12], dtype)
+        if kind == "act":       # the bias from column c
+            call += [element(10, c_), slope_value]
+        elif kind == "gate":    # the gate element where the block starts in out
+            call += [element(11, o_off_), row_stride(11), slope_value]
         builder.call(fn, call)
         return context.get_dummy_value()
 
-    if epilogue == "none":
-        def tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate):
-            return typed(out, A, W, ())
-    else:
-        def tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, operand, slope):
-            return typed(out, A, W, (operand, slope))
-    return intrinsic(tile)
-
-
-# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
-# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
-# one row, for an odd row left.  Each element sums over k in the same order in every shape.
-BLOCK, PAIR, ROW = 0, 1, 2
-_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
-_none_block, _none_pair, _none_row = (_tile_intrinsic(*rows, "none") for rows in _SHAPES)
-_act_block, _act_pair, _act_row = (_tile_intrinsic(*rows, "act") for rows in _SHAPES)
-_gate_block, _gate_pair, _gate_row = (_tile_intrinsic(*rows, "gate") for rows in _SHAPES)
-
-NONE, ACT, GATE = 0, 1, 2     # epilogues of gemm_fused
-
-
-@jit(inline="always")
-def _tile(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, epilogue, shape, vec, mat, slope):
-    # one tile of the given shape, with the epilogue; inlined where both are constants, so each
-    # call site compiles to one tile
-    if epilogue == ACT:
-        if shape == BLOCK:
-            _act_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
-        elif shape == PAIR:
-            _act_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
-        else:
-            _act_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, slope)
-    elif epilogue == GATE:
-        if shape == BLOCK:
-            _gate_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
-        elif shape == PAIR:
-            _gate_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
-        else:
-            _gate_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, mat, slope)
-    elif shape == BLOCK:
-        _none_block(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
-    elif shape == PAIR:
-        _none_pair(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
-    else:
-        _none_row(out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate)
+    i64 = types.int64
+    return types.void(out, i64, A, i64, i64, i64, W, i64, i64, types.boolean, vec, mat, slope, epilogue,
+                      shape), codegen
 
 
 @jit(inline="always")
@@ -223,8 +192,8 @@ def _tiles(out, A, a_row, a_k, W, accumulate, epilogue, shape, r0, r1, step, vec
     cols = NV * VECTOR_BYTES // out.itemsize
     for r in range(r0, r1, step):
         for c in range(0, C - C % cols, cols):
-            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, W.shape[0], accumulate, epilogue, shape, vec,
-                  mat, slope)
+            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, W.shape[0], accumulate, vec, mat, slope,
+                  epilogue, shape)
 
 
 @jit
@@ -233,6 +202,7 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     # when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
     #   epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
     #   epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
+    literally(epilogue)         # compiled once per epilogue, each with its own tiles only
     R, C = out.shape
     K = W.shape[0]
     a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)

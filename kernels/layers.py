@@ -159,22 +159,29 @@ def softmax_xent(loss_terms, dz, z, target, penalty, scale):
     # dz (B, K) overwritten: scale * penalty * (softmax(penalty z) - t)
     # log-sum-exp form with the row maximum subtracted: never exp of a positive number; the exps
     # serve the loss and the gradient
-    B, K = z.shape
-    for b in range(B):
-        m = penalty * z[b, 0]
-        for k in range(1, K):
-            m = max(m, penalty * z[b, k])
-        s = 0.0
-        for k in range(K):
-            e = math.exp(penalty * z[b, k] - m)
-            dz[b, k] = e
-            s += e
+    for b in range(z.shape[0]):
+        m, s = _softmax_row(dz, z, b, penalty)
         lse = m + math.log(s)
         t = 0.0
-        for k in range(K):
+        for k in range(z.shape[1]):
             t += target[b, k] * (lse - penalty * z[b, k])
             dz[b, k] = scale * penalty * (dz[b, k] / s - target[b, k])
         loss_terms[b] = t
+
+
+@jit(inline="always")
+def _softmax_row(e, z, b, penalty):
+    # e[b, :] overwritten with exp(penalty * z[b, :] - m), m the row's maximum of penalty * z, so
+    # no exp of a positive number; returns m and the sum of e[b, :]
+    K = z.shape[1]
+    m = penalty * z[b, 0]
+    for k in range(1, K):
+        m = max(m, penalty * z[b, k])
+    s = 0.0
+    for k in range(K):
+        e[b, k] = math.exp(penalty * z[b, k] - m)
+        s += e[b, k]
+    return m, s
 
 
 @jit
@@ -187,12 +194,6 @@ def output_proba(proba, z, penalty):
             proba[b, 0] = _sigmoid(penalty * z[b, 0])
         return
     for b in range(B):
-        m = penalty * z[b, 0]
-        for k in range(1, K):
-            m = max(m, penalty * z[b, k])
-        s = 0.0
-        for k in range(K):
-            proba[b, k] = math.exp(penalty * z[b, k] - m)
-            s += proba[b, k]
+        _, s = _softmax_row(proba, z, b, penalty)
         for k in range(K):
             proba[b, k] /= s

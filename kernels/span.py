@@ -68,7 +68,7 @@ def _buffers(work, sizes, l, C, B):
 @jit
 def _rows(X, r0, r1):
     # rows r0:r1 of a C-contiguous X (n, F) as a C-contiguous view (a plain slice would not be
-    # typed contiguous, and the dot-form products need unit-stride rows)
+    # typed contiguous, and gemm takes C-contiguous arrays only)
     F = X.shape[1]
     return X.reshape(X.shape[0] * F)[r0 * F:r1 * F].reshape((r1 - r0, F))
 
