@@ -16,7 +16,7 @@ The reduction runs in order k = 0, 1, ... for every element, whatever the tile, 
 not depend on where an element falls (bit-identical across backends and instance counts).
 """
 from llvmlite import ir
-from numba import literally, types
+from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
@@ -202,7 +202,8 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     # when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
     #   epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
     #   epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
-    literally(epilogue)         # compiled once per epilogue, each with its own tiles only
+    # The epilogue must be a compile-time constant (NONE, ACT or GATE passed from jitted code): each
+    # is compiled separately, with its own tiles only.
     R, C = out.shape
     K = W.shape[0]
     a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)

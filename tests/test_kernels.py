@@ -12,6 +12,7 @@ kernels take microseconds, the per-test fixtures of ``conftest.py`` do not.
 """
 from functools import lru_cache
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.kernels import config, layers, numpy_span, span
-from fastffnn.kernels.gemm import gemm
+from fastffnn.kernels.gemm import ACT, GATE, gemm, gemm_fused
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
 
@@ -145,6 +146,40 @@ def test_gemm_rows_do_not_depend_on_their_place():
             row = np.empty((1, 32), dtype)
             gemm(row, A[r:r + 1].copy(), False, W, False)
             np.testing.assert_array_equal(row[0], out[r], err_msg=where(dtype=dtype, row=r))
+
+
+@numba.njit
+def fused(out, A, W, act, vec, mat, slope):
+    # gemm_fused as the dense kernels call it, with a constant epilogue
+    if act:
+        gemm_fused(out, A, False, W, False, ACT, vec, mat, slope)
+    else:
+        gemm_fused(out, A, False, W, False, GATE, vec, mat, slope)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(R=st.integers(1, 20), C=st.integers(1, 40), K=st.integers(1, 12), seed=SEED)
+def test_gemm_epilogues(R, C, K, seed):
+    # the epilogues applied in registers (full blocks, pairs, single rows) and in plain Numba (the
+    # last columns) against numpy: ACT adds the bias and keeps v if v > 0 else slope * v; GATE keeps
+    # v where the gate is positive and scales it by slope elsewhere; a NaN stays a NaN in both
+    rng = np.random.default_rng(seed)
+    A, W, bias, gate = draw(rng, (R, K)), draw(rng, (K, C)), draw(rng, C), draw(rng, (R, C))
+    product = naive.matmul(A, W)
+    A[0, 0] = np.nan                        # row 0 of the product becomes NaN
+    for dtype in DTYPES:
+        for slope in (0.0, config.LEAKY_SLOPE, 1.0):
+            msg = where(dtype=dtype, slope=slope)
+            a, w = A.astype(dtype), W.astype(dtype)
+            out = np.full((R, C), np.inf, dtype)
+            fused(out, a, w, True, bias.astype(dtype), out, slope)
+            v = product + bias
+            naive.assert_close(out[1:], np.where(v > 0, v, slope * v)[1:], dtype, msg=msg)
+            assert np.isnan(out[0]).all(), msg
+            out = np.full((R, C), np.inf, dtype)
+            fused(out, a, w, False, bias.astype(dtype), gate.astype(dtype), slope)
+            naive.assert_close(out[1:], np.where(gate > 0, product, slope * product)[1:], dtype, msg=msg)
+            assert np.isnan(out[0]).all(), msg
 
 
 def test_gemm_refuses_strided_arrays():
