@@ -12,8 +12,9 @@ States (as in CPython ``Lib/threading.py``):
               ``BrokenBarrierError`` until ``reset()``.
 
 One ``Condition(Lock())`` guards everything; the DRAINING state keeps one round's parties apart
-from the next (the generation counter only counts completed rounds, for ``repr``).  Every wait has a deadline (``timeout``) that covers the whole call, waiting for a
-drain included, and a timeout breaks the barrier for all.
+from the next (the generation counter only counts completed rounds, for ``repr``).  Every wait
+has a deadline (``timeout``) that covers the whole call, waiting for a drain included, and a
+timeout breaks the barrier for all.
 
 Two departures from CPython, both so that a run fails fast instead of waiting out its timeout:
 an exception that interrupts a waiting party (Ctrl-C in the main thread) breaks the barrier for

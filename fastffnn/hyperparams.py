@@ -68,7 +68,6 @@ class HyperParams:
         return obj
 
 
-
 @functools.cache
 def _constraints() -> dict:
     """sklearn-style constraints, checked when a HyperParams is made (so also by ``vary`` and

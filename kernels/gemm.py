@@ -8,12 +8,13 @@ loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That 
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
 present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it -- full blocks, then pairs
 and single rows for the rows past the last block -- and finishes the columns past the last full
-vector pair in plain Numba.  The
-block may end in an epilogue (``gemm_fused``): bias and relu after the forward product, the relu
-derivative after the input gradient, so no pass over memory is spent on either.
+vector pair in plain Numba.  The block may end in an epilogue (``gemm_fused``): bias and relu
+after the forward product, the relu derivative after the input gradient, so no pass over memory
+is spent on either.
 
-The reduction runs in order k = 0, 1, ... for every element, whatever the tile, so a result does
-not depend on where an element falls (bit-identical across backends and instance counts).
+In every tile shape an element is reduced in order k = 0, 1, ..., so a row's result does not
+depend on where the row falls (a sample's numbers do not depend on its place in the batch); and
+every backend calls the same code on the same shapes, so results are bit-identical across them.
 """
 from llvmlite import ir
 from numba import types
@@ -130,7 +131,7 @@ def _define_tile(module, fty, rows, epilogue):
     return fn
 
 
-# Epilogues (``_define_tile``), by the constant gemm_fused and _tile take
+# The epilogues of ``_define_tile``, as the constants gemm_fused and _tile take
 NONE, ACT, GATE = 0, 1, 2
 _EPILOGUES = ("none", "act", "gate")
 # Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
@@ -186,12 +187,11 @@ def _tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec,
 
 
 @jit(inline="always")
-def _tiles(out, A, a_row, a_k, W, accumulate, epilogue, shape, r0, r1, step, vec, mat, slope):
-    # rows r0:r1 of out in tiles of `step` rows and every full vector pair of columns
-    R, C = out.shape
-    cols = NV * VECTOR_BYTES // out.itemsize
+def _tiles(out, A, a_row, a_k, W, accumulate, epilogue, shape, r0, r1, step, cb, cols, vec, mat, slope):
+    # rows r0:r1 of out in tiles of `step` rows, columns 0:cb in tiles of `cols` (a vector pair)
+    C = out.shape[1]
     for r in range(r0, r1, step):
-        for c in range(0, C - C % cols, cols):
+        for c in range(0, cb, cols):
             _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, W.shape[0], accumulate, vec, mat, slope,
                   epilogue, shape)
 
@@ -208,12 +208,13 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     K = W.shape[0]
     a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)
     rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
-    cb = C - C % (NV * VECTOR_BYTES // out.itemsize)
+    cols = NV * VECTOR_BYTES // out.itemsize
+    cb = C - C % cols
     rb = R - R % rows
     rp = rb + (R - rb) // 2 * 2
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, BLOCK, 0, rb, rows, vec, mat, slope)
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, PAIR, rb, rp, 2, vec, mat, slope)
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, ROW, rp, R, 1, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, BLOCK, 0, rb, rows, cb, cols, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, PAIR, rb, rp, 2, cb, cols, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, ROW, rp, R, 1, cb, cols, vec, mat, slope)
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
