@@ -1,6 +1,7 @@
 """One allreduce round -- every party contributes one float, the barrier's action sums them -- for
 2 to 64 parties: fastffnn's ConditionBarrier, CPython's threading.Barrier, and the report's
-Lock-polling and RLock variants (fastffnn.barrier's benchmark-only classes).
+Lock-polling and RLock variants (fastffnn.barrier's benchmark-only classes); and, beside them at 2
+parties, the floor of any blocking round on this machine: two threads handing a Lock back and forth.
 
 ``parties - 1`` helper threads loop on the barrier; the benchmark's thread is the last party, so one
 timed call is one full round (arrive, sum, release, drain).  The process coordinator is measured
@@ -93,6 +94,48 @@ def test_barrier_round(benchmark, allreduce, name, parties):
     assert not reduce.barrier.broken
 
 
+class LockHandoff:
+    """Two threads handing two Locks back and forth: each round wakes the helper and is woken by
+    it, with no state and no action -- two thread wake-ups and two GIL handoffs, which every
+    blocking 2-party round of Python threads also pays."""
+
+    def __init__(self):
+        self.ping, self.pong = threading.Lock(), threading.Lock()
+        self.ping.acquire()
+        self.pong.acquire()
+        self.open = True
+        self.helper = threading.Thread(target=self._loop, daemon=True, name="handoff")
+        self.helper.start()
+
+    def _loop(self) -> None:
+        while self.ping.acquire(timeout=TIMEOUT) and self.open:
+            self.pong.release()
+
+    def round(self) -> None:
+        self.ping.release()
+        if not self.pong.acquire(timeout=TIMEOUT):
+            raise TimeoutError("the handoff helper did not answer")
+
+    def close(self) -> None:
+        self.open = False
+        self.ping.release()
+        self.helper.join(TIMEOUT)
+
+
+def test_lock_handoff_floor(benchmark):
+    handoff = LockHandoff()
+    try:
+        for _ in range(3):
+            handoff.round()
+        benchmark.group = "barrier-parties-2"
+        benchmark.extra_info.update(kind="barrier", label="Lock handoff (floor)", parties=2, cores=CORES,
+                                    action="none", note="two wake-ups, no barrier state: the floor")
+        benchmark(handoff.round)
+    finally:
+        handoff.close()
+    assert not handoff.helper.is_alive()
+
+
 # -- the process coordinator, through fastffnn.train ------------------------------------------------
 
 TINY_X = np.linspace(-1.0, 1.0, 8)[:, None]
@@ -113,6 +156,8 @@ def test_process_coordinator_round(benchmark, timed, workers):
     benchmark.extra_info.update(kind="barrier", label="ProcessCoordinator", parties=workers, cores=CORES,
                                 rounds_per_call=rounds, action="the train sync: finite check, mean loss, "
                                 "average of the last layer")
+    if timed:   # compile first (here, and into the cache the workers load): the timed runs only coordinate
+        assert len(_rounds(workers, 2).history.global_loss) == 2
     result = benchmark.pedantic(_rounds, args=(workers, rounds), rounds=3 if timed else 1)
     assert np.isfinite(result.history.losses).all() and len(result.history.global_loss) == rounds
     # a worker waits from its arrival until the parent's go: one round trip as the parties see it,

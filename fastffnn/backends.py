@@ -13,7 +13,7 @@ import numpy as np
 from . import kernels
 
 from .barrier import ConditionBarrier
-from .driver import Context, coordinate, run_instances, worker_loop
+from .driver import Context, SharedRound, arrive, coordinate, run_instances, worker_loop
 from .sync import combine
 
 # Numba's threading layers that may be entered from several Python threads at once.
@@ -88,32 +88,50 @@ def run_in_threads(ctx: Context, action, groups, run_group=run_instances, scratc
 
 
 class ThreadsBackend(Backend):
-    """A pool of threads running the nogil span kernels."""
+    """A pool of threads running the nogil span kernels on a shared round of instances."""
 
     name = "threads"
     parallel = True
 
     def execute(self, ctx: Context, action) -> None:
-        run_in_threads(ctx, action, ctx.plan.groups)
+        # the workers share each round's instances (SharedRound) rather than keep fixed groups;
+        # the barrier action lines up the next round while they all wait
+        shared = SharedRound(ctx, len(ctx.plan.groups))
+
+        def sync_then_advance():
+            action()
+            shared.advance()
+
+        run_in_threads(ctx, sync_then_advance, ctx.plan.groups, shared.run)
 
 
 _PRANGE_LOCK = threading.Lock()
 
 
-def run_prange(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch) -> None:
-    """All instances in one ``parallel=True`` call; injected faults split the call at their epoch
-    (every instance stops there), which leaves the results unchanged."""
+def prange_spans(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch) -> bool:
+    """All instances' spans [e0, e1) in one ``parallel=True`` call; injected faults split the call
+    at their epoch (every instance stops there), which leaves the results unchanged.  Returns
+    False if the run was cancelled."""
     work, grad = scratch
     numba.set_num_threads(min(len(ctx.plan.groups), numba.config.NUMBA_NUM_THREADS))   # `workers`
     for start, stop, fault in ctx.plan.segments(group, e0, e1):
         if ctx.cancel.is_set():
-            return
+            return False
         t = perf_counter()
         kernels.train_spans_parallel(ctx.params, ctx.velocity, ctx.rng, ctx.losses, start, stop, ctx.X,
                                      ctx.T, ctx.sizes, ctx.act, ctx.hyper, work, grad, ctx.order)
         ctx.compute[group] += perf_counter() - t    # every instance ran for the whole call
         if fault is not None:
             ctx.fire(fault, worker)
+    return True
+
+
+def run_prange(ctx: Context, worker: int, group: list, r: int, scratch) -> list:
+    """Round r of every instance in one call (``prange_spans``); they then arrive together."""
+    if not prange_spans(ctx, worker, group, *ctx.plan.rounds[r], scratch):
+        return []
+    arrive(ctx, worker, group, r)
+    return group
 
 
 class PrangeBackend(Backend):
@@ -147,7 +165,7 @@ class PrangeBackend(Backend):
             _PRANGE_LOCK.release()
 
     def warm(self, ctx: Context) -> None:
-        run_prange(ctx, 0, list(range(ctx.plan.instances)), 0, 0, ctx.scratch((ctx.plan.instances,)))
+        prange_spans(ctx, 0, list(range(ctx.plan.instances)), 0, 0, ctx.scratch((ctx.plan.instances,)))
         warm_predict(ctx)
 
     def execute(self, ctx: Context, action) -> None:

@@ -8,6 +8,7 @@ barrier's action -- the reduction and the sync strategy -- runs once per round
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from threading import BrokenBarrierError
 from time import perf_counter
@@ -57,7 +58,7 @@ class Plan:
                 "rng": ((N, 1), np.uint64), "order": ((N, n), np.int64),
                 "losses": ((N, self.epochs), self.dtype), "hyper": ((N, N_HYPER), self.dtype),
                 "compute": ((N,), np.float64), "waited": ((N,), np.float64),
-                "progress": ((len(self.groups),), np.int64),
+                "progress": ((N,), np.int64),
                 "position": ((len(self.groups), 2), np.int64)}
 
     def faults_at(self, instances, e0: int, e1: int, where: str) -> list:
@@ -144,23 +145,23 @@ class Context:
             raise InstanceFailed(fault.instance, fault.epoch, exc) from exc
 
     def raise_failure(self, failed_round: int | None) -> None:
-        """Raise the run's root cause, or a SyncTimeout naming the workers that never arrived."""
+        """Raise the run's root cause, or a SyncTimeout naming the instances that never arrived."""
         if self.failure.exc is not None:
             raise self.failure.exc
         if failed_round is not None:
-            missing = [k for w, group in enumerate(self.plan.groups)
-                       if self.progress[w] <= failed_round for k in group]
+            missing = [k for k in range(self.plan.instances) if self.progress[k] <= failed_round]
             raise SyncTimeout(self.plan.rounds[failed_round][1], missing, self.plan.timeout)
 
 
-def run_instances(ctx: Context, worker: int, group: list, e0: int, e1: int, scratch) -> None:
-    """Run one span for each instance of ``group`` in turn (serial, threads and processes)."""
-    for k in group:
+def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -> int:
+    """Run the span [e0, e1) of each of ``instances`` in turn; returns how many ran (all of them
+    unless the run was cancelled)."""
+    for i, k in enumerate(instances):
         t = perf_counter()
         try:
             for start, stop, fault in ctx.plan.segments((k,), e0, e1):
                 if ctx.cancel.is_set():
-                    return
+                    return i
                 ctx.at(worker, k, start)
                 ctx.run_span(k, start, stop, scratch)
                 if fault is not None:
@@ -170,28 +171,104 @@ def run_instances(ctx: Context, worker: int, group: list, e0: int, e1: int, scra
         except Exception as exc:
             raise InstanceFailed(k, getattr(exc, "epoch", e0), exc) from exc
         ctx.compute[k] += perf_counter() - t
+    return len(instances)
+
+
+def arrive(ctx: Context, worker: int, instances, r: int) -> None:
+    """``instances`` have finished round r: carry out their injected barrier faults, then count
+    them arrived (not "missing" in a SyncTimeout) unless the run was cancelled meanwhile."""
+    e0, e1 = ctx.plan.rounds[r]
+    for fault in ctx.plan.faults_at(instances, e0, e1, "barrier"):
+        ctx.fire(fault, worker)
+    if not ctx.cancel.is_set():
+        ctx.progress[list(instances)] = r + 1
+
+
+def run_instances(ctx: Context, worker: int, group: list, r: int, scratch) -> list:
+    """A worker's fixed share (serial and processes): round r of every instance of ``group``,
+    which then arrive together; returns the instances that finished the round."""
+    e0, e1 = ctx.plan.rounds[r]
+    if run_spans(ctx, worker, group, e0, e1, scratch) < len(group):
+        return []
+    arrive(ctx, worker, group, r)
+    return group
+
+
+class SharedRound:
+    """A round's instances shared by a pool of worker threads (``run`` is their ``run_group``):
+    a worker takes the next instance in line for a slice of its epochs, then puts it back, so a
+    faster core runs more slices and no worker waits at the barrier for a slower one's fixed
+    share.  Slices are guided: a slice is the epochs left in the round over twice the workers,
+    so they shrink towards the end and the workers finish within about one epoch of each other,
+    with few slices taken (each is a lock and a kernel call).  An instance is held by one worker
+    at a time and its slices run in epoch order, and cutting a span never changes its results,
+    so the run is bit-identical to the serial one whichever worker runs which slice.  An
+    instance arrives as soon as its round is done: a SyncTimeout names exactly the instances not
+    finished.
+
+    ``open(r)`` lines up round r's instances; the barrier action calls ``advance()`` for the
+    next round while every worker waits."""
+
+    def __init__(self, ctx: Context, workers: int):
+        self.ctx, self.workers = ctx, workers
+        self._lock = threading.Lock()
+        self.round = 0
+        self.open(0)
+
+    def open(self, r: int) -> None:
+        e0, e1 = self.ctx.plan.rounds[r]
+        N = self.ctx.plan.instances
+        self.round = r
+        self._next = [e0] * N               # each instance's next epoch
+        self._line = deque(range(N))        # instances waiting for a worker, in turn
+        self._left = (e1 - e0) * N          # instance-epochs not yet handed out
+
+    def advance(self) -> None:
+        if self.round + 1 < len(self.ctx.plan.rounds):
+            self.open(self.round + 1)
+
+    def run(self, ctx: Context, worker: int, group, r: int, scratch) -> list:
+        """Take slices of round r until none is left; returns the instances whose round this
+        worker finished (``group``, a fixed share, is not used)."""
+        e1 = ctx.plan.rounds[r][1]
+        finished = []
+        while True:
+            with self._lock:
+                if not self._line:
+                    return finished
+                k = self._line.popleft()
+                start = self._next[k]
+                stop = min(e1, start + max(1, self._left // (2 * self.workers)))
+                self._left -= stop - start
+            if run_spans(ctx, worker, (k,), start, stop, scratch) == 0:
+                return finished         # cancelled
+            self._next[k] = stop
+            if stop < e1:
+                with self._lock:
+                    self._line.append(k)
+            else:
+                arrive(ctx, worker, (k,), r)
+                finished.append(k)
 
 
 def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_instances,
                 scratch=None) -> None:
-    """The training loop of one worker: for each sync round, run the span of every instance it
-    owns, then meet the others at the barrier, whose action syncs them.  A failure is recorded
-    as the run's root cause and breaks the barrier for everyone."""
+    """The training loop of one worker: for each sync round, run its instances' spans --
+    ``run_group`` says which: a fixed ``group``, or slices of a ``SharedRound`` -- then meet the
+    others at the barrier, whose action syncs them.  A failure is recorded as the run's root
+    cause and breaks the barrier for everyone."""
     try:
         scratch = ctx.scratch() if scratch is None else scratch
-        for r, (e0, e1) in enumerate(ctx.plan.rounds):
+        for r in range(len(ctx.plan.rounds)):
             if ctx.cancel.is_set():
                 return
-            run_group(ctx, worker, group, e0, e1, scratch)
-            for fault in ctx.plan.faults_at(group, e0, e1, "barrier"):
-                ctx.fire(fault, worker)
+            finished = run_group(ctx, worker, group, r, scratch)
             if ctx.cancel.is_set():
                 return      # cancelled mid-round: this worker never arrived
-            ctx.progress[worker] = r + 1        # arrived: not "missing" in a SyncTimeout
-            ctx.at(worker, -1, e1)
+            ctx.at(worker, -1, ctx.plan.rounds[r][1])
             t = perf_counter()
             barrier.wait()
-            ctx.waited[group] += perf_counter() - t
+            ctx.waited[finished] += perf_counter() - t
     except BrokenBarrierError:
         pass    # someone else failed or timed out; the root cause is theirs
     except BaseException as exc:

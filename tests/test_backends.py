@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -80,6 +81,60 @@ def test_backends_bit_identical(sync):
             assert_identical(res, ref, ("processes", layers, batch, dtype))
             assert res.timing.compute.shape == res.timing.barrier_wait.shape == (N,)
             assert (res.timing.compute > 0).all() and (res.timing.barrier_wait >= 0).all()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_threads_share_each_round_whatever_the_worker_count(workers):
+    # the workers take slices of a shared round of 4 instances (fastffnn.driver.SharedRound):
+    # one worker, or three for four instances, give the serial results too
+    for sync in ("none", "average"):
+        assert_identical(train("threads", sync, workers=workers), train("serial", sync), (sync, workers))
+
+
+def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
+    """SharedRound without kernels: worker 1 takes a slice and is held there until worker 0 has
+    emptied the line, so worker 0 runs every other instance to the end of the round; each
+    instance's slices tile its round in epoch order, and it arrives as soon as its round is done."""
+    rounds = ((0, 40), (40, 80))
+    ctx = SimpleNamespace(plan=SimpleNamespace(instances=4, rounds=rounds, faults_at=lambda *a: []),
+                          progress=np.zeros(4, np.int64), cancel=threading.Event())
+    log, taken, release = [], threading.Event(), threading.Event()
+
+    def run_spans(ctx, worker, instances, start, stop, scratch):
+        log.append((worker, instances[0], start, stop))
+        if worker == 1 and not taken.is_set():
+            taken.set()
+            assert release.wait(30)
+        return 1
+
+    monkeypatch.setattr(driver, "run_spans", run_spans)
+    shared = driver.SharedRound(ctx, workers=2)
+    finished = {}
+    held = threading.Thread(target=lambda: finished.setdefault(1, shared.run(ctx, 1, None, 0, None)))
+    held.start()
+    assert taken.wait(30)
+    finished[0] = shared.run(ctx, 0, None, 0, None)
+    first = log[0][1]
+    assert sorted(finished[0]) == sorted({0, 1, 2, 3} - {first})
+    assert (ctx.progress[finished[0]] == 1).all() and ctx.progress[first] == 0     # still held
+    release.set()
+    held.join(30)
+    assert finished[1] == [first] and (ctx.progress == 1).all()
+    assert {k for w, k, _, _ in log if w == 1} == {first}
+    # the next round, lined up by the barrier action, with both workers free
+    shared.advance()
+    both = [threading.Thread(target=shared.run, args=(ctx, w, None, 1, None)) for w in (0, 1)]
+    for t in both:
+        t.start()
+    for t in both:
+        t.join(30)
+    assert (ctx.progress == 2).all()
+    for k in range(4):
+        for r, (e0, e1) in enumerate(rounds):
+            spans = [(a, b) for _, i, a, b in log if i == k and e0 <= a < e1]
+            assert spans[0][0] == e0 and spans[-1][1] == e1, (k, spans)
+            assert all(b == a2 for (_, b), (a2, _) in zip(spans, spans[1:])), (k, spans)
+    assert len(log) < 4 * 80 // 4, "slices should be several epochs, not one each"
 
 
 def test_kernel_variants_agree():
@@ -224,7 +279,7 @@ def test_processes_store_the_data_once():
     itemsize = np.dtype("float64").itemsize
     assert sizes[2]["X"] == sizes[8]["X"] == X.nbytes          # once, not per instance
     assert sizes[2]["T"] == sizes[8]["T"] == len(X) * itemsize
-    per_instance = {"params", "velocity", "rng", "order", "losses", "hyper", "compute", "waited"}
+    per_instance = {"params", "velocity", "rng", "order", "losses", "hyper", "compute", "waited", "progress"}
     for name in sizes[2]:
         factor = 4 if name in per_instance else 1
         assert sizes[8][name] == factor * sizes[2][name], name
