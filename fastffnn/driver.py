@@ -7,8 +7,8 @@ barrier's action -- the reduction and the sync strategy -- runs once per round
 """
 from __future__ import annotations
 
+import heapq
 import threading
-from collections import deque
 from dataclasses import dataclass
 from threading import BrokenBarrierError
 from time import perf_counter
@@ -62,6 +62,8 @@ class Plan:
                 "position": ((len(self.groups), 2), np.int64)}
 
     def faults_at(self, instances, e0: int, e1: int, where: str) -> list:
+        if not self.faults:
+            return []
         return sorted((f for f in self.faults if f.instance in instances and e0 <= f.epoch < e1
                        and f.where == where), key=lambda f: f.epoch)
 
@@ -196,15 +198,16 @@ def run_instances(ctx: Context, worker: int, group: list, r: int, scratch) -> li
 
 class SharedRound:
     """A round's instances shared by a pool of worker threads (``run`` is their ``run_group``):
-    a worker takes the next instance in line for a slice of its epochs, then puts it back, so a
-    faster core runs more slices and no worker waits at the barrier for a slower one's fixed
-    share.  Slices are guided: a slice is the epochs left in the round over twice the workers,
-    so they shrink towards the end and the workers finish within about one epoch of each other,
-    with few slices taken (each is a lock and a kernel call).  An instance is held by one worker
-    at a time and its slices run in epoch order, and cutting a span never changes its results,
-    so the run is bit-identical to the serial one whichever worker runs which slice.  An
-    instance arrives as soon as its round is done: a SyncTimeout names exactly the instances not
-    finished.
+    a worker takes the waiting instance with the most epochs left for a slice of them, then puts
+    it back, so a faster core runs more slices and no worker waits at the barrier for a slower
+    one's fixed share.  Slices are guided -- the instance-epochs left in the round over twice the
+    workers -- so they shrink towards the end, while taking the furthest-behind instance first
+    keeps the instances in step: the round ends with every worker busy until about one epoch
+    before the barrier, after few slices (each is a lock and a kernel call).  An instance is held
+    by one worker at a time and its slices run in epoch order, and cutting a span never changes
+    its results, so the run is bit-identical to the serial one whichever worker runs which slice.
+    An instance arrives as soon as its round is done: a SyncTimeout names exactly the instances
+    not finished.
 
     ``open(r)`` lines up round r's instances; the barrier action calls ``advance()`` for the
     next round while every worker waits."""
@@ -219,9 +222,8 @@ class SharedRound:
         e0, e1 = self.ctx.plan.rounds[r]
         N = self.ctx.plan.instances
         self.round = r
-        self._next = [e0] * N               # each instance's next epoch
-        self._line = deque(range(N))        # instances waiting for a worker, in turn
-        self._left = (e1 - e0) * N          # instance-epochs not yet handed out
+        self._waiting = [(e0, k) for k in range(N)]     # a heap of (next epoch, instance)
+        self._left = (e1 - e0) * N                      # instance-epochs not yet handed out
 
     def advance(self) -> None:
         if self.round + 1 < len(self.ctx.plan.rounds):
@@ -234,18 +236,16 @@ class SharedRound:
         finished = []
         while True:
             with self._lock:
-                if not self._line:
+                if not self._waiting:
                     return finished
-                k = self._line.popleft()
-                start = self._next[k]
+                start, k = heapq.heappop(self._waiting)
                 stop = min(e1, start + max(1, self._left // (2 * self.workers)))
                 self._left -= stop - start
             if run_spans(ctx, worker, (k,), start, stop, scratch) == 0:
                 return finished         # cancelled
-            self._next[k] = stop
             if stop < e1:
                 with self._lock:
-                    self._line.append(k)
+                    heapq.heappush(self._waiting, (stop, k))
             else:
                 arrive(ctx, worker, (k,), r)
                 finished.append(k)
