@@ -43,9 +43,10 @@ def timed(request) -> bool:
     return _timed(request.config)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def roofline(timed):
-    """cores × best single-thread numpy dgemm GFLOP/s, measured once in this session."""
+    """cores × best single-thread numpy dgemm GFLOP/s, measured as each benchmark file starts (the
+    machine's speed may change during a session); the report takes the best of the run."""
     return measure_roofline(timed)
 
 

@@ -33,12 +33,17 @@ def load(source) -> list:
     return list(source)
 
 
-def derived(info: dict, median: float, seen: dict | None = None) -> dict:
+def derived(info: dict, median: float, seen: dict | None = None, dgemm_gflops: float | None = None) -> dict:
     """Throughput, % of roofline and FLOP rate of one training benchmark; with ``seen`` (workload,
-    label, instances) -> throughput, also speedup and efficiency once the baseline is in it."""
+    label, instances) -> throughput, also speedup and efficiency once the baseline is in it.  The
+    roofline is the one recorded with the benchmark, or, given ``dgemm_gflops``, the same for
+    that dgemm rate (the report uses the best of the run for every row)."""
     throughput = info["instances"] * info["epochs"] / median
+    roofline = info["roofline_instance_epochs_per_s"]
+    if dgemm_gflops is not None:
+        roofline *= dgemm_gflops / info["dgemm_gflops"]
     out = {"instance_epochs_per_s": throughput, "flops_per_s": throughput * info["flops_per_epoch"],
-           "pct_roofline": 100.0 * throughput / info["roofline_instance_epochs_per_s"]}
+           "pct_roofline": 100.0 * throughput / roofline}
     if seen is not None:
         seen[info["workload"], info["label"], info["instances"]] = throughput
         base = seen.get((info["workload"], *BASELINE))
@@ -68,6 +73,7 @@ class Row:
     speedup: float | None = None
     efficiency: float | None = None
     own_baseline: bool = False      # speedup over this label's own N = 1 (no serial N = 1 run)
+    dgemm_gflops: float | None = None   # the roofline's dgemm rate (the best of the run)
     peer: bool = False
     note: str = ""
 
@@ -87,20 +93,30 @@ def _median(record: dict) -> float:
     return record["stats"]["median"]
 
 
+def best_dgemm(benchmarks) -> float | None:
+    """The best single-thread dgemm GFLOP/s recorded in the run (each benchmark file measures it
+    as it starts: the machine's speed may change during a run, and the roofline is its best)."""
+    rates = [b["extra_info"]["dgemm_gflops"] for b in load(benchmarks)
+             if b.get("extra_info", {}).get("kind") == "train"]
+    return max(rates, default=None)
+
+
 def rows(benchmarks) -> list:
-    """Training rows with speedups and per-area notes, in the order the benchmarks ran."""
+    """Training rows with speedups and per-area notes, in the order the benchmarks ran; % of
+    roofline against the best dgemm of the run (``best_dgemm``) for every row."""
     train = [b for b in load(benchmarks) if b.get("extra_info", {}).get("kind") == "train"]
+    dgemm = best_dgemm(train)
     seen: dict = {}
     for b in train:
         derived(b["extra_info"], _median(b), seen)
     out = []
     for b in train:
         info = b["extra_info"]
-        figures = derived(info, _median(b))
+        figures = derived(info, _median(b), dgemm_gflops=dgemm)
         row = Row(b["group"], info["area"], info["workload"], info["label"], info["instances"],
                   info.get("workers"), info["epochs"], info["n_samples"], info["cores"], _median(b),
                   figures["instance_epochs_per_s"], figures["pct_roofline"], figures["flops_per_s"],
-                  peer=bool(info.get("peer")))
+                  peer=bool(info.get("peer")), dgemm_gflops=dgemm)
         base = seen.get((row.workload, *BASELINE))
         if base is None:
             base, row.own_baseline = seen.get((row.workload, row.label, 1)), True
@@ -167,7 +183,9 @@ def table(train: list, barriers: list = ()) -> str:
         parts.append(_format(["group", "what", "N", "workers", "median s", "inst-epochs/s", "speedup",
                               "efficiency", "% roofline", "note"], lines, "llrrrrrrrl"))
         foot = [f"speedup: over {BASELINE[0]} at N = {BASELINE[1]} on the same workload; efficiency: "
-                f"speedup / min(N, cores)"]
+                f"speedup / min(N, cores)",
+                f"% roofline: against {train[0].cores} cores x the best single-thread dgemm of the run, "
+                f"{train[0].dgemm_gflops:.1f} GFLOP/s"]
         if any(r.own_baseline and r.speedup is not None for r in train):
             foot.append("*: over the same backend at N = 1 (no serial N = 1 run of that workload here)")
         parts.append("\n".join(foot))
