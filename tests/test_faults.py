@@ -165,7 +165,9 @@ def test_worker_exiting_early_is_a_failure(where, instance, epoch):
 # -- rows 7 and 8: the parent is killed; Ctrl-C --------------------------------------------------
 
 SCRIPT = textwrap.dedent("""
-    import os, sys
+    import os, signal, sys
+    # a terminal's Ctrl-C, whatever the test runner inherited (a shell's background job ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     import fastffnn as ff
     from fastffnn._faults import Fault, inject
