@@ -116,7 +116,8 @@ def workload(name: str, timed: bool = True) -> Workload:
 
 @dataclass(frozen=True)
 class Roofline:
-    """cores × the best single-thread numpy dgemm rate of this session."""
+    """cores × the best single-thread numpy dgemm rate, measured as a benchmark file starts (the report
+    uses the best of the run)."""
 
     dgemm_gflops: float
     cores: int

@@ -4,7 +4,8 @@
     python -m fastffnn.bench results.json                               # the same, from the saved file
 
 It reads what ``benchmarks/common.py`` writes into each benchmark's ``extra_info`` -- the settings
-(workload, backend/kernel label, instances, epochs, FLOPs per epoch, the session's roofline) -- and
+(workload, backend/kernel label, instances, epochs, FLOPs per epoch, the roofline measured as its
+benchmark file started) -- and
 the median of its timed calls.  Training benchmarks become rows of throughput (instance-epochs per
 second over all instances), speedup over the serial backend at N = 1 on the same workload, parallel
 efficiency (speedup ÷ the cores N instances can use) and % of roofline (PERFORMANCE.md); barrier
@@ -40,7 +41,7 @@ def derived(info: dict, median: float, seen: dict | None = None, dgemm_gflops: f
     that dgemm rate (the report uses the best of the run for every row)."""
     throughput = info["instances"] * info["epochs"] / median
     roofline = info["roofline_instance_epochs_per_s"]
-    if dgemm_gflops is not None:
+    if dgemm_gflops is not None and info.get("dgemm_gflops"):
         roofline *= dgemm_gflops / info["dgemm_gflops"]
     out = {"instance_epochs_per_s": throughput, "flops_per_s": throughput * info["flops_per_epoch"],
            "pct_roofline": 100.0 * throughput / roofline}
@@ -97,7 +98,7 @@ def best_dgemm(benchmarks) -> float | None:
     """The best single-thread dgemm GFLOP/s recorded in the run (each benchmark file measures it
     as it starts: the machine's speed may change during a run, and the roofline is its best)."""
     rates = [b["extra_info"]["dgemm_gflops"] for b in load(benchmarks)
-             if b.get("extra_info", {}).get("kind") == "train"]
+             if b.get("extra_info", {}).get("kind") == "train" and b["extra_info"].get("dgemm_gflops")]
     return max(rates, default=None)
 
 
@@ -183,9 +184,10 @@ def table(train: list, barriers: list = ()) -> str:
         parts.append(_format(["group", "what", "N", "workers", "median s", "inst-epochs/s", "speedup",
                               "efficiency", "% roofline", "note"], lines, "llrrrrrrrl"))
         foot = [f"speedup: over {BASELINE[0]} at N = {BASELINE[1]} on the same workload; efficiency: "
-                f"speedup / min(N, cores)",
-                f"% roofline: against {train[0].cores} cores x the best single-thread dgemm of the run, "
-                f"{train[0].dgemm_gflops:.1f} GFLOP/s"]
+                f"speedup / min(N, cores)"]
+        if train[0].dgemm_gflops is not None:
+            foot.append(f"% roofline: against {train[0].cores} cores x the best single-thread dgemm of the "
+                        f"run, {train[0].dgemm_gflops:.1f} GFLOP/s")
         if any(r.own_baseline and r.speedup is not None for r in train):
             foot.append("*: over the same backend at N = 1 (no serial N = 1 run of that workload here)")
         parts.append("\n".join(foot))

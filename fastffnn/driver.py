@@ -1,7 +1,8 @@
 """The driver: allocate once, loop over sync rounds, run the span kernels, meet at the barrier.
 
 ``worker_loop`` is the one training loop; every backend runs it, and only decides where it runs
-(this thread, a pool of threads, worker processes) and which barrier joins the loops.  The
+(this thread, a pool of threads, worker processes), which instances each loop runs per round (a
+fixed group, or slices of a ``SharedRound`` for threads) and which barrier joins the loops.  The
 barrier's action -- the reduction and the sync strategy -- runs once per round
 (``fastffnn.sync.SyncAction``), on whichever party arrives last (in the parent for processes).
 """
@@ -202,18 +203,20 @@ class SharedRound:
     it back, so a faster core runs more slices and no worker waits at the barrier for a slower
     one's fixed share.  Slices are guided -- the instance-epochs left in the round over twice the
     workers -- so they shrink towards the end, while taking the furthest-behind instance first
-    keeps the instances in step: the round ends with every worker busy until about one epoch
-    before the barrier, after few slices (each is a lock and a kernel call).  An instance is held
-    by one worker at a time and its slices run in epoch order, and cutting a span never changes
-    its results, so the run is bit-identical to the serial one whichever worker runs which slice.
-    An instance arrives as soon as its round is done: a SyncTimeout names exactly the instances
-    not finished.
+    keeps the instances in step: with more instances than workers, the round ends with every
+    worker busy until about one epoch before the barrier, after few slices (each is a lock and a
+    kernel call).  With no more instances than workers there is nothing to balance, and each
+    instance's round is one slice.  An instance is held by one worker at a time and its slices run
+    in epoch order, and cutting a span never changes its results, so the run is bit-identical to
+    the serial one whichever worker runs which slice.  An instance arrives as soon as its round is
+    done, so a SyncTimeout names the instances that had not finished when the run was cancelled.
 
     ``open(r)`` lines up round r's instances; the barrier action calls ``advance()`` for the
     next round while every worker waits."""
 
     def __init__(self, ctx: Context, workers: int):
         self.ctx, self.workers = ctx, workers
+        self._whole = ctx.plan.instances <= workers     # one slice per instance and round
         self._lock = threading.Lock()
         self.round = 0
         self.open(0)
@@ -239,7 +242,7 @@ class SharedRound:
                 if not self._waiting:
                     return finished
                 start, k = heapq.heappop(self._waiting)
-                stop = min(e1, start + max(1, self._left // (2 * self.workers)))
+                stop = e1 if self._whole else min(e1, start + max(1, self._left // (2 * self.workers)))
                 self._left -= stop - start
             if run_spans(ctx, worker, (k,), start, stop, scratch) == 0:
                 return finished         # cancelled

@@ -83,10 +83,11 @@ def test_backends_bit_identical(sync):
             assert (res.timing.compute > 0).all() and (res.timing.barrier_wait >= 0).all()
 
 
-@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("workers", [1, 3, 4])
 def test_threads_share_each_round_whatever_the_worker_count(workers):
     # the workers take slices of a shared round of 4 instances (fastffnn.driver.SharedRound):
-    # one worker, or three for four instances, give the serial results too
+    # one worker, three for four instances, or one per instance (whole rounds, no slicing) give
+    # the serial results too
     for sync in ("none", "average"):
         assert_identical(train("threads", sync, workers=workers), train("serial", sync), (sync, workers))
 
