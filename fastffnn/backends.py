@@ -128,10 +128,8 @@ def prange_spans(ctx: Context, worker: int, group: list, e0: int, e1: int, scrat
 
 def run_prange(ctx: Context, worker: int, group: list, r: int, scratch) -> list:
     """Round r of every instance in one call (``prange_spans``); they then arrive together."""
-    if not prange_spans(ctx, worker, group, *ctx.plan.rounds[r], scratch):
-        return []
-    arrive(ctx, worker, group, r)
-    return group
+    ran = prange_spans(ctx, worker, group, *ctx.plan.rounds[r], scratch)
+    return arrive(ctx, worker, group, r) if ran else []
 
 
 class PrangeBackend(Backend):

@@ -156,15 +156,15 @@ class Context:
             raise SyncTimeout(self.plan.rounds[failed_round][1], missing, self.plan.timeout)
 
 
-def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -> int:
-    """Run the span [e0, e1) of each of ``instances`` in turn; returns how many ran (all of them
-    unless the run was cancelled)."""
-    for i, k in enumerate(instances):
+def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -> bool:
+    """Run the span [e0, e1) of each of ``instances`` in turn; returns whether all of them ran
+    (False: the run was cancelled)."""
+    for k in instances:
         t = perf_counter()
         try:
             for start, stop, fault in ctx.plan.segments((k,), e0, e1):
                 if ctx.cancel.is_set():
-                    return i
+                    return False
                 ctx.at(worker, k, start)
                 ctx.run_span(k, start, stop, scratch)
                 if fault is not None:
@@ -174,27 +174,26 @@ def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -
         except Exception as exc:
             raise InstanceFailed(k, getattr(exc, "epoch", e0), exc) from exc
         ctx.compute[k] += perf_counter() - t
-    return len(instances)
+    return True
 
 
-def arrive(ctx: Context, worker: int, instances, r: int) -> None:
+def arrive(ctx: Context, worker: int, instances: list, r: int) -> list:
     """``instances`` have finished round r: carry out their injected barrier faults, then count
-    them arrived (not "missing" in a SyncTimeout) unless the run was cancelled meanwhile."""
+    them arrived (not "missing" in a SyncTimeout) unless the run was cancelled meanwhile.
+    Returns ``instances``."""
     e0, e1 = ctx.plan.rounds[r]
     for fault in ctx.plan.faults_at(instances, e0, e1, "barrier"):
         ctx.fire(fault, worker)
     if not ctx.cancel.is_set():
-        ctx.progress[list(instances)] = r + 1
+        ctx.progress[instances] = r + 1
+    return instances
 
 
 def run_instances(ctx: Context, worker: int, group: list, r: int, scratch) -> list:
     """A worker's fixed share (serial and processes): round r of every instance of ``group``,
     which then arrive together; returns the instances that finished the round."""
-    e0, e1 = ctx.plan.rounds[r]
-    if run_spans(ctx, worker, group, e0, e1, scratch) < len(group):
-        return []
-    arrive(ctx, worker, group, r)
-    return group
+    ran = run_spans(ctx, worker, group, *ctx.plan.rounds[r], scratch)
+    return arrive(ctx, worker, group, r) if ran else []
 
 
 class SharedRound:
@@ -244,14 +243,13 @@ class SharedRound:
                 start, k = heapq.heappop(self._waiting)
                 stop = e1 if self._whole else min(e1, start + max(1, self._left // (2 * self.workers)))
                 self._left -= stop - start
-            if run_spans(ctx, worker, (k,), start, stop, scratch) == 0:
+            if not run_spans(ctx, worker, [k], start, stop, scratch):
                 return finished         # cancelled
             if stop < e1:
                 with self._lock:
                     heapq.heappush(self._waiting, (stop, k))
             else:
-                arrive(ctx, worker, (k,), r)
-                finished.append(k)
+                finished += arrive(ctx, worker, [k], r)
 
 
 def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_instances,
@@ -262,13 +260,13 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
     cause and breaks the barrier for everyone."""
     try:
         scratch = ctx.scratch() if scratch is None else scratch
-        for r in range(len(ctx.plan.rounds)):
+        for r, (_, e1) in enumerate(ctx.plan.rounds):
             if ctx.cancel.is_set():
                 return
             finished = run_group(ctx, worker, group, r, scratch)
             if ctx.cancel.is_set():
                 return      # cancelled mid-round: this worker never arrived
-            ctx.at(worker, -1, ctx.plan.rounds[r][1])
+            ctx.at(worker, -1, e1)
             t = perf_counter()
             barrier.wait()
             ctx.waited[finished] += perf_counter() - t

@@ -106,7 +106,7 @@ def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
         if worker == 1 and not taken.is_set():
             taken.set()
             assert release.wait(30)
-        return 1
+        return True
 
     monkeypatch.setattr(driver, "run_spans", run_spans)
     shared = driver.SharedRound(ctx, workers=2)
