@@ -4,13 +4,13 @@ benchmark file shares (PERFORMANCE.md).
 One code path, two modes.  Plain ``pytest`` (pyproject's addopts say ``--benchmark-disable``) runs
 each benchmark once on a few epochs: a smoke test of every configuration.  ``pytest benchmarks
 --benchmark-only`` times them on the epochs below, and ``benchmarks/conftest.py`` prints the scaling
-report (``fastffnn.bench``) at the end.
+report (``fastffnn.reports.scaling``) at the end.
 
 Every benchmark first runs its configuration for a few check epochs and asserts the result (finite
 losses, accuracy, the serial backend's weights); that run also compiles the kernels (``cache=True``),
 so compile time stays out of the timed call.  In the smoke run the check is the one call.  Settings
-and derived figures go into ``benchmark.extra_info``; ``fastffnn.bench`` recomputes the derived ones
-from the saved JSON.
+and derived figures go into ``benchmark.extra_info``; ``fastffnn.reports.scaling`` recomputes the
+derived ones, and the speedups, from the saved JSON.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_limits
 
 import fastffnn as ff
-from fastffnn import bench
+from fastffnn.reports import scaling
 from fastffnn.api import cpu_count
 
 CORES = cpu_count()
@@ -224,11 +224,8 @@ def time_call(benchmark, target, rounds: int | None = None):
         result = benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:           # None with --benchmark-disable: nothing was timed
-        benchmark.extra_info.update(bench.derived(benchmark.extra_info, stats.stats.median, _THROUGHPUT))
+        benchmark.extra_info.update(scaling.derived(benchmark.extra_info, stats.stats.median))
     return result
-
-
-_THROUGHPUT: dict = {}      # (workload, label, instances) -> instance-epochs/s, for speedups
 
 
 def busy_seconds(result: ff.TrainResult, groups: list) -> float:

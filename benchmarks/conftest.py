@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastffnn import bench
+from fastffnn.reports import scaling
 
 from .common import measure_roofline
 
@@ -58,6 +58,6 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     records = [b.as_dict(include_data=False) for b in session.benchmarks]
     folder = config.getoption("scaling_plots", "Plots")
-    text, _ = bench.report(records, config.rootpath / folder if folder else None)
+    text, _ = scaling.report(records, config.rootpath / folder if folder else None)
     terminalreporter.write_sep("-", "fastffnn scaling report")
     terminalreporter.write(text)

@@ -1,6 +1,7 @@
 """fastffnn: train many instances of a feed-forward network in parallel, on one shared dataset,
 exchanging what they learn at a barrier.  Numba nogil kernels; serial, threads, processes and prange
-backends with bit-identical results."""
+backends with bit-identical results.  ``fastffnn.shutdown()`` closes the processes backend's warm
+pool of workers (interpreter exit does too)."""
 import importlib
 
 from .errors import InstanceFailed, NonFiniteError, SyncTimeout
@@ -12,9 +13,9 @@ __version__ = "0.1.0"
 
 # The parts built on scikit-learn load on first use, so a worker process (which imports this
 # package to run its kernels) starts in a fraction of a second instead of importing sklearn.
-_LAZY = {"train": "api", "FFNNEnsembleClassifier": "estimator", "datasets": None}
+_LAZY = {"train": "api", "FFNNEnsembleClassifier": "estimator", "shutdown": "backends", "datasets": None}
 
-__all__ = ["datasets", "train", "FFNNEnsembleClassifier", "HyperParams", "vary", "InstanceFailed",
+__all__ = ["datasets", "train", "shutdown", "FFNNEnsembleClassifier", "HyperParams", "vary", "InstanceFailed",
            "NonFiniteError", "SyncTimeout", "Ensemble", "Instance", "History", "Timing", "TrainResult"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import datasets, train
-from .api import BACKENDS
+from .backends import BACKENDS
 from .driver import KERNELS
 from .hyperparams import HyperParams
 from .sync import STRATEGIES
@@ -14,7 +14,7 @@ def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastffnn", description=__doc__)
     parser.add_argument("--instances", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--backend", choices=BACKENDS[:-1], default="threads")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="threads")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--kernel", choices=list(KERNELS), default="numba")
     parser.add_argument("--sync", choices=STRATEGIES, default="none")

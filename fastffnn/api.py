@@ -1,26 +1,22 @@
-"""``fastffnn.train``: validate everything here, in the calling process, then hand a plan to a backend."""
+"""``fastffnn.train``: validate and convert everything here, in the calling process, build the
+``Plan``, and hand it to ``driver.run``; nothing else happens here."""
 from __future__ import annotations
 
-import functools
 import os
-from contextlib import nullcontext
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, check_X_y, column_or_1d
-from threadpoolctl import ThreadpoolController
 
-from . import _faults
-from .backends import get_backend
-from .driver import KERNELS, Context, Plan
+from . import _faults, driver
+from .backends import BACKENDS, get_backend
+from .driver import KERNELS, Plan, Start
 from .hyperparams import HyperParams
-from .network import ACTIVATIONS, Ensemble, Topology, init_params
-from .results import History, Timing, TrainResult
-from .sync import STRATEGIES, SYNC_LAYERS, SyncAction, check_options
-
-BACKENDS = ("serial", "threads", "processes", "prange", "ray")
+from .network import ACTIVATIONS, Topology, init_params
+from .results import TrainResult
+from .sync import STRATEGIES, SYNC_LAYERS, SyncSettings, check_options
 
 CONSTRAINTS = {
     "hidden": ["array-like"],
@@ -81,13 +77,6 @@ def resolve_hyperparams(hyperparams, instances) -> list:
     return list(hyperparams)
 
 
-@functools.lru_cache(maxsize=None)
-def _blas() -> ThreadpoolController:
-    """The BLAS/OpenMP libraries of this process, found once: finding them scans the loaded
-    libraries, milliseconds that a short run would otherwise pay on every call."""
-    return ThreadpoolController()
-
-
 def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperparams=None, epochs=1000,
           backend="threads", workers=None, kernel="numba", sync="none", sync_every=100,
           sync_layers="last", sync_options=None, dtype="float64", seed=0, timeout=60.0, progress=False,
@@ -111,7 +100,8 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     epochs : int
         Epochs each instance trains.
     backend : {"serial", "threads", "processes", "prange"}
-        Where instances run; every backend returns bit-identical results.
+        Where instances run (``fastffnn.backends.BACKENDS``); every backend returns bit-identical
+        results.
     workers : int, optional
         Threads or processes used (default: cores, at most N); instances are split among them.
     kernel : {"numba", "numba-gil", "numpy"}
@@ -129,7 +119,10 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     seed : int
         Run seed; each instance's seed is spawned from it unless its HyperParams sets one.
     timeout : float or None
-        Seconds a sync round may take before the run fails with ``SyncTimeout``.
+        The stall watchdog: the run fails with ``SyncTimeout`` when no epoch has completed, and no
+        instance has reached a sync, anywhere for ``timeout`` seconds -- naming the instances that
+        are behind and the epoch each reached.  A run that keeps progressing never fails, however
+        long its rounds; set it above the time of one epoch.  None: no watchdog.
     progress : bool
         Show a progress bar.
     validation : (X_val, y_val), optional
@@ -146,9 +139,6 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     hidden = tuple(hidden)
     if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
         raise ValueError(f"The 'hidden' parameter of train must be a tuple of ints >= 1. Got {hidden!r} instead.")
-    if backend == "ray":
-        raise NotImplementedError("backend='ray' is reserved and not available in this version; use "
-                                  "'threads', 'processes', 'prange' or 'serial'.")
     check_options(sync_options)
     X, y, classes = check_data(X, y, dtype)
     T = encode_targets(y, classes, dtype)
@@ -178,37 +168,10 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     # children): a HyperParams with a seed shared by all instances still gives N different starts
     seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
              for k, hp in enumerate(hps)]
-    runner = get_backend(backend)
-    with runner.allocate(plan.array_specs()) as arrays:
-        ctx = Context(plan, arrays)
-        ctx.X[...], ctx.T[...] = X, T
-        ctx.params[...], ctx.rng[...] = init_params(topology, seeds, dtype)
-        ctx.hyper[...] = [hp.row(X.shape[0]) for hp in hps]
-        ctx.order[...] = np.arange(X.shape[0])
-        history = History(ctx.losses)
-        bar = _progress_bar(progress, epochs, N, backend)
-        action = SyncAction(ctx, sync, sync_layers, sync_options, val, callback, history, bar)
-        try:
-            with _blas().limit(limits=1) if runner.parallel else nullcontext():
-                wall = runner.run(ctx, action)
-        finally:
-            if bar is not None:
-                bar.close()
-        # as given, unless a callback changed them (the rows hold them in the run's dtype)
-        final = [hp if np.array_equal(row, hp.row(X.shape[0]).astype(dtype))
-                 else HyperParams.from_row(row, X.shape[0], hp.seed) for row, hp in zip(ctx.hyper, hps)]
-        ensemble = Ensemble(topology, ctx.params.copy(), final, classes)
-        result = TrainResult(ensemble, history.finish(ctx.losses),
-                             Timing(wall, ctx.compute.copy(), ctx.waited.copy()),
-                             dict(hidden=hidden, activation=activation, instances=N, epochs=epochs,
-                                  backend=backend, workers=1 if backend == "serial" else n_workers, kernel=kernel, sync=sync,
-                                  sync_every=sync_every, sync_layers=sync_layers, dtype=dtype, seed=seed),
-                             final)
-    return result
-
-
-def _progress_bar(progress: bool, epochs: int, instances: int, backend: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=epochs, unit="epoch", desc=f"{instances} instances ({backend})")
+    params, rng = init_params(topology, seeds, dtype)
+    start = Start(X, T, params, rng, np.array([hp.row(X.shape[0]) for hp in hps]))
+    config = dict(hidden=hidden, activation=activation, instances=N, epochs=epochs, backend=backend,
+                  workers=1 if backend == "serial" else n_workers, kernel=kernel, sync=sync,
+                  sync_every=sync_every, sync_layers=sync_layers, dtype=dtype, seed=seed, n_samples=X.shape[0])
+    return driver.run(plan, get_backend(backend), start,
+                      SyncSettings(sync, sync_layers, sync_options, val, callback), hps, classes, config, progress)

@@ -1,20 +1,30 @@
 """The driver: allocate once, loop over sync rounds, run the span kernels, meet at the barrier.
 
-``worker_loop`` is the one training loop; every backend runs it, and only decides where it runs
-(this thread, a pool of threads, worker processes), which instances each loop runs per round (a
-fixed group, or slices of a ``SharedRound`` for threads) and which barrier joins the loops.  The
-barrier's action -- the reduction and the sync strategy -- runs once per round
-(``fastffnn.sync.SyncAction``), on whichever party arrives last (in the parent for processes).
+``run`` is the middle layer between ``fastffnn.train`` (which validates and builds the ``Plan``)
+and a backend: it allocates the run's shared arrays, fills them, runs the backend under the stall
+watchdog and builds the ``TrainResult``.  ``worker_loop`` is the one training loop; every backend
+runs it, and only decides where it runs (a worker thread, a pool of threads, worker processes),
+which instances each loop runs per round (a fixed group, or slices of a ``SharedRound`` for
+threads) and which barrier joins the loops.  The barrier's action -- the reduction and the sync
+strategy -- runs once per round (``fastffnn.sync.SyncAction``), on whichever party arrives last (in
+the parent for processes).
+
+Stopping: the run's cancel flag is a (1,) array that the span kernels read before every step (and
+every chunk of a full batch), so Ctrl-C, a failure or a stall stops every worker within a step.
+The kernels count each instance's completed epochs (``epochs_done``); the ``Watchdog`` fails a run
+in which no epoch has completed anywhere for ``timeout`` seconds.
 """
 from __future__ import annotations
 
-import heapq
+import functools
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from threading import BrokenBarrierError
-from time import perf_counter
+from time import monotonic, perf_counter, sleep
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import kernels
 from .kernels import numpy_span
@@ -22,9 +32,22 @@ from .kernels.config import N_HYPER
 
 from ._faults import Fault, trigger
 from .errors import InstanceFailed, SyncTimeout
-from .network import Topology
+from .network import Ensemble, Topology
+from .results import History, Timing, TrainResult
 
-KERNELS = {"numba": kernels.train_span, "numba-gil": kernels.train_span_gil,
+
+def _per_epoch(span):
+    """A span that holds the GIL, called one epoch at a time: Python runs between the calls, so
+    Ctrl-C, the watchdog and the other threads get the interpreter at least once an epoch (within
+    an epoch nothing else can run, which is what this kernel is there to show)."""
+    @functools.wraps(span)
+    def run(params, velocity, rng, losses, *rest):
+        for e in range(losses.shape[0]):
+            span(params, velocity, rng, losses[e:e + 1], *rest)
+    return run
+
+
+KERNELS = {"numba": kernels.train_span, "numba-gil": _per_epoch(kernels.train_span_gil),
            "numpy": numpy_span.train_span}
 
 
@@ -59,7 +82,7 @@ class Plan:
                 "rng": ((N, 1), np.uint64), "order": ((N, n), np.int64),
                 "losses": ((N, self.epochs), self.dtype), "hyper": ((N, N_HYPER), self.dtype),
                 "compute": ((N,), np.float64), "waited": ((N,), np.float64),
-                "progress": ((N,), np.int64),
+                "arrived": ((N,), np.int64), "epochs_done": ((N,), np.int64), "cancel": ((1,), np.int64),
                 "position": ((len(self.groups), 2), np.int64)}
 
     def faults_at(self, instances, e0: int, e1: int, where: str) -> list:
@@ -107,15 +130,41 @@ def _cache_aligned(shape_lead: tuple, size: int, dtype) -> np.ndarray:
     return raw[start:start + n * itemsize].view(dtype).reshape(shape_lead + (row,))
 
 
+class CancelFlag:
+    """The run's cancel flag over its shared (1,) int64 array, which the span kernels read at every
+    step -- in shared memory for processes, so the parent's ``set`` reaches their kernels."""
+
+    POLL = 0.005        # seconds between looks in ``wait`` (used by injected hangs and delays)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def set(self) -> None:
+        self.array[0] = 1
+
+    def is_set(self) -> bool:
+        return bool(self.array[0])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Return once the flag is set (True) or ``timeout`` has passed (False)."""
+        deadline = None if timeout is None else monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and monotonic() >= deadline:
+                return False
+            sleep(self.POLL)
+        return True
+
+
 class Context:
     """What a worker loop needs: the plan, the shared arrays, the cancel flag, the failure slot."""
 
-    def __init__(self, plan: Plan, arrays: dict, cancel=None, failure: Failure | None = None):
+    def __init__(self, plan: Plan, arrays: dict, failure: Failure | None = None):
         self.plan, self.arrays = plan, arrays
         for name, array in arrays.items():
             setattr(self, name, array)
-        self.cancel = threading.Event() if cancel is None else cancel
+        self.cancel = CancelFlag(arrays["cancel"])
         self.failure = Failure() if failure is None else failure
+        self.synced = 0         # rounds whose sync action has completed (kept by the action)
         self.span = KERNELS[plan.kernel]
         self.sizes = plan.topology.sizes_array
         self.act = plan.topology.act_code
@@ -131,7 +180,8 @@ class Context:
     def run_span(self, k: int, e0: int, e1: int, scratch: tuple) -> None:
         work, grad = scratch
         self.span(self.params[k], self.velocity[k], self.rng[k], self.losses[k, e0:e1], self.X, self.T,
-                  self.sizes, self.act, self.hyper[k], work, grad, self.order[k])
+                  self.sizes, self.act, self.hyper[k], work, grad, self.order[k], self.cancel.array,
+                  self.epochs_done[k:k + 1])
 
     def at(self, worker: int, instance: int, epoch: int) -> None:
         """Note where a worker is (instance -1: between spans), to name it if its process dies."""
@@ -147,13 +197,59 @@ class Context:
         except Exception as exc:
             raise InstanceFailed(fault.instance, fault.epoch, exc) from exc
 
-    def raise_failure(self, failed_round: int | None) -> None:
-        """Raise the run's root cause, or a SyncTimeout naming the instances that never arrived."""
+    def raise_failure(self) -> None:
+        """Raise the run's root cause, if it failed."""
         if self.failure.exc is not None:
             raise self.failure.exc
-        if failed_round is not None:
-            missing = [k for k in range(self.plan.instances) if self.progress[k] <= failed_round]
-            raise SyncTimeout(self.plan.rounds[failed_round][1], missing, self.plan.timeout)
+
+    def stalled(self) -> SyncTimeout:
+        """The SyncTimeout of a run that stopped progressing: the round the slowest instance is
+        in, the instances that had not arrived at its barrier and the epoch each had reached."""
+        r = min(self.synced, len(self.plan.rounds) - 1)      # the round whose sync is pending
+        behind = {k: int(self.epochs_done[k]) for k in range(self.plan.instances) if self.arrived[k] <= r}
+        return SyncTimeout(self.plan.rounds[r][1], behind, self.plan.timeout)
+
+
+class Watchdog:
+    """Fails a run in which no epoch has completed, and no instance has arrived at a barrier,
+    anywhere for ``timeout`` seconds: it records a ``SyncTimeout`` as the run's root cause, sets the
+    cancel flag (every kernel stops within a step) and calls ``abort`` (which breaks the barrier
+    the coordinator waits at).  A run that keeps progressing never fails, whatever the length of a
+    round.  It reads only the shared counters, so it watches workers in other processes too."""
+
+    POLL = 0.05     # seconds between looks at the counters
+
+    def __init__(self, ctx: Context, abort=lambda: None):
+        self.ctx, self.abort = ctx, abort
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _beat(self) -> int:
+        return int(self.ctx.epochs_done.sum()) + int(self.ctx.arrived.sum())
+
+    def _watch(self) -> None:
+        ctx, timeout = self.ctx, self.ctx.plan.timeout
+        beat, since = self._beat(), monotonic()
+        while not self._stop.wait(min(self.POLL, timeout / 4)):
+            now = self._beat()
+            if now != beat:
+                beat, since = now, monotonic()
+            elif monotonic() - since >= timeout and not ctx.cancel.is_set():
+                ctx.failure.record(ctx.stalled())
+                ctx.cancel.set()
+                self.abort()
+                return
+
+    def __enter__(self) -> "Watchdog":
+        if self.ctx.plan.timeout is not None:
+            self._thread = threading.Thread(target=self._watch, name="fastffnn-watchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
 
 
 def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -> bool:
@@ -167,6 +263,8 @@ def run_spans(ctx: Context, worker: int, instances, e0: int, e1: int, scratch) -
                     return False
                 ctx.at(worker, k, start)
                 ctx.run_span(k, start, stop, scratch)
+                if ctx.cancel.is_set():
+                    return False        # the kernel may have stopped inside the span
                 if fault is not None:
                     ctx.fire(fault, worker)
         except InstanceFailed:
@@ -185,7 +283,7 @@ def arrive(ctx: Context, worker: int, instances: list, r: int) -> list:
     for fault in ctx.plan.faults_at(instances, e0, e1, "barrier"):
         ctx.fire(fault, worker)
     if not ctx.cancel.is_set():
-        ctx.progress[instances] = r + 1
+        ctx.arrived[instances] = r + 1
     return instances
 
 
@@ -194,62 +292,6 @@ def run_instances(ctx: Context, worker: int, group: list, r: int, scratch) -> li
     which then arrive together; returns the instances that finished the round."""
     ran = run_spans(ctx, worker, group, *ctx.plan.rounds[r], scratch)
     return arrive(ctx, worker, group, r) if ran else []
-
-
-class SharedRound:
-    """A round's instances shared by a pool of worker threads (``run`` is their ``run_group``):
-    a worker takes the waiting instance with the most epochs left for a slice of them, then puts
-    it back, so a faster core runs more slices and no worker waits at the barrier for a slower
-    one's fixed share.  Slices are guided -- the instance-epochs left in the round over twice the
-    workers -- so they shrink towards the end, while taking the furthest-behind instance first
-    keeps the instances in step: with more instances than workers, the round ends with every
-    worker busy until about one epoch before the barrier, after few slices (each is a lock and a
-    kernel call).  With no more instances than workers there is nothing to balance, and each
-    instance's round is one slice.  An instance is held by one worker at a time and its slices run
-    in epoch order, and cutting a span never changes its results, so the run is bit-identical to
-    the serial one whichever worker runs which slice.  An instance arrives as soon as its round is
-    done, so a SyncTimeout names the instances that had not finished when the run was cancelled.
-
-    ``open(r)`` lines up round r's instances; the barrier action calls ``advance()`` for the
-    next round while every worker waits."""
-
-    def __init__(self, ctx: Context, workers: int):
-        self.ctx, self.workers = ctx, workers
-        self._whole = ctx.plan.instances <= workers     # one slice per instance and round
-        self._lock = threading.Lock()
-        self.round = 0
-        self.open(0)
-
-    def open(self, r: int) -> None:
-        e0, e1 = self.ctx.plan.rounds[r]
-        N = self.ctx.plan.instances
-        self.round = r
-        self._waiting = [(e0, k) for k in range(N)]     # a heap of (next epoch, instance)
-        self._left = (e1 - e0) * N                      # instance-epochs not yet handed out
-
-    def advance(self) -> None:
-        if self.round + 1 < len(self.ctx.plan.rounds):
-            self.open(self.round + 1)
-
-    def run(self, ctx: Context, worker: int, group, r: int, scratch) -> list:
-        """Take slices of round r until none is left; returns the instances whose round this
-        worker finished (``group``, a fixed share, is not used)."""
-        e1 = ctx.plan.rounds[r][1]
-        finished = []
-        while True:
-            with self._lock:
-                if not self._waiting:
-                    return finished
-                start, k = heapq.heappop(self._waiting)
-                stop = e1 if self._whole else min(e1, start + max(1, self._left // (2 * self.workers)))
-                self._left -= stop - start
-            if not run_spans(ctx, worker, [k], start, stop, scratch):
-                return finished         # cancelled
-            if stop < e1:
-                with self._lock:
-                    heapq.heappush(self._waiting, (stop, k))
-            else:
-                finished += arrive(ctx, worker, [k], r)
 
 
 def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_instances,
@@ -277,15 +319,69 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
         barrier.abort()
 
 
-def coordinate(ctx: Context, barrier) -> int | None:
-    """The calling thread's side of every round: wait at the barrier (with the run's timeout).
-    Returns the round that failed, or None when all rounds completed."""
-    for r in range(len(ctx.plan.rounds)):
+def coordinate(ctx: Context, barrier) -> bool:
+    """The calling thread's side of every round: wait at the barrier (the watchdog keeps the
+    deadline).  Returns whether every round completed; a failure is recorded in ``ctx.failure``."""
+    for _ in ctx.plan.rounds:
         try:
             barrier.wait()
         except BrokenBarrierError:
-            return r        # a party failed (its failure is recorded) or the round timed out
+            return False    # a party failed or the watchdog found a stall (recorded by them)
         except Exception as exc:
             ctx.failure.record(exc)     # the action, run here, raised (already recorded) -- or anything else
-            return r
-    return None
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _blas() -> ThreadpoolController:
+    """The BLAS/OpenMP libraries of this process, found once: finding them scans the loaded
+    libraries, milliseconds that a short run would otherwise pay on every call."""
+    return ThreadpoolController()
+
+
+@dataclass
+class Start:
+    """What a run starts from, in the run's dtype: data X (n, F) and encoded targets T (n, K),
+    parameters (N, P), batch-order generator states (N, 1) and hyperparameter rows (N, H)."""
+
+    X: np.ndarray
+    T: np.ndarray
+    params: np.ndarray
+    rng: np.ndarray
+    hyper: np.ndarray
+
+
+def run(plan: Plan, backend, start: Start, sync, hyperparams: list, classes: np.ndarray, config: dict,
+        progress: bool = False) -> TrainResult:
+    """Allocate the run's shared arrays on ``backend``, fill them from ``start``, run every round
+    with ``sync`` (``fastffnn.sync.SyncSettings``) as the barrier action, and build the result."""
+    from .sync import SyncAction        # sync imports this module's names for its type hints only
+    with backend.allocate(plan.array_specs()) as arrays:
+        ctx = Context(plan, arrays)
+        ctx.X[...], ctx.T[...], ctx.params[...], ctx.rng[...], ctx.hyper[...] = (
+            start.X, start.T, start.params, start.rng, start.hyper)
+        ctx.order[...] = np.arange(plan.n_samples)
+        history = History(ctx.losses)
+        bar = _progress_bar(progress, plan.epochs, plan.instances, backend.name)
+        action = SyncAction(ctx, sync, history, bar)
+        try:
+            with _blas().limit(limits=1) if backend.parallel else nullcontext():
+                wall = backend.run(ctx, action)
+        finally:
+            if bar is not None:
+                bar.close()
+        n = plan.n_samples
+        # as given, unless a callback changed them (the rows hold them in the run's dtype)
+        final = [hp if np.array_equal(row, hp.row(n).astype(plan.dtype)) else type(hp).from_row(row, n, hp.seed)
+                 for row, hp in zip(ctx.hyper, hyperparams)]
+        return TrainResult(Ensemble(plan.topology, ctx.params.copy(), final, classes),
+                           history.finish(ctx.losses), Timing(wall, ctx.compute.copy(), ctx.waited.copy()),
+                           config, final)
+
+
+def _progress_bar(progress: bool, epochs: int, instances: int, backend: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=epochs, unit="epoch", desc=f"{instances} instances ({backend})")

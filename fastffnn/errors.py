@@ -20,19 +20,27 @@ class InstanceFailed(FastFFNNError):
 
 
 class SyncTimeout(FastFFNNError):
-    """The sync round ending at ``epoch`` did not complete within the timeout; ``missing`` lists
-    every instance that had not reached the barrier."""
+    """The run stopped progressing: no epoch completed anywhere for ``timeout`` seconds (the stall
+    watchdog), while the sync at ``epoch`` waited.  ``missing`` lists the instances that had not
+    reached that sync, and ``reached`` the epoch each had completed; ``startup``: worker processes
+    did not start in time."""
 
-    def __init__(self, epoch: int, missing: list, timeout: float | None = None, startup: bool = False):
-        super().__init__(epoch, missing, timeout, startup)
-        self.epoch, self.missing, self.timeout, self.startup = epoch, list(missing), timeout, startup
+    def __init__(self, epoch: int, reached: dict, timeout: float | None = None, startup: bool = False):
+        super().__init__(epoch, reached, timeout, startup)
+        self.epoch, self.reached, self.timeout, self.startup = epoch, dict(reached), timeout, startup
+        self.missing = sorted(self.reached)
 
     def __str__(self) -> str:
         if self.startup:
             return (f"worker processes did not start within {self.timeout} s; instances of the workers "
                     f"that never reported ready: {self.missing}. The machine may be overloaded.")
-        return (f"sync at epoch {self.epoch} timed out after {self.timeout} s; instances not at the "
-                f"barrier: {self.missing}. Raise `timeout` if spans of `sync_every` epochs are slow.")
+        if not self.missing:
+            return (f"every instance reached the sync at epoch {self.epoch}, but the sync there made no "
+                    f"progress for {self.timeout} s (a hung sync action or callback).")
+        behind = ", ".join(f"{k} (at epoch {e})" for k, e in sorted(self.reached.items()))
+        return (f"no epoch completed anywhere for {self.timeout} s while the sync at epoch {self.epoch} "
+                f"waited for instances {behind}: they look hung. Raise `timeout` if a single epoch "
+                f"can take that long.")
 
 
 class NonFiniteError(FastFFNNError):

@@ -8,7 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .kernels.config import BATCH_SIZE, L2, LR, MOMENTUM, N_HYPER, PENALTY
+from .kernels.config import BATCH_SIZE, HYPER_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,19 @@ class HyperParams:
             constraints, {name: getattr(self, name) for name in constraints}, caller_name="HyperParams")
 
     def row(self, n_samples: int) -> np.ndarray:
-        """The (H,) float row the kernels read (see ``kernels.config``)."""
-        row = np.empty(N_HYPER)
-        row[LR], row[L2], row[MOMENTUM], row[PENALTY] = self.lr, self.l2, self.momentum, self.penalty
-        row[BATCH_SIZE] = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
-        return row
+        """The (H,) float row the kernels read (``kernels.config.HYPER_COLUMNS``); the full batch
+        is stored as ``n_samples``."""
+        batch = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+        return np.array([batch if name == "batch_size" else getattr(self, name) for name in HYPER_COLUMNS],
+                        dtype=np.float64)
 
     @classmethod
     def from_row(cls, row: np.ndarray, n_samples: int, seed: int | None) -> "HyperParams":
         """The hyperparameters a run actually used, read back from its (H,) row.  Not validated
         again: every value was checked when it was set, and the run's result must come back."""
+        values = {name: float(row[c]) for c, name in enumerate(HYPER_COLUMNS)}
         batch = int(row[BATCH_SIZE])
-        values = dict(lr=float(row[LR]), l2=float(row[L2]), momentum=float(row[MOMENTUM]),
-                      batch_size=None if batch >= n_samples else batch, penalty=float(row[PENALTY]),
-                      seed=seed)
+        values.update(batch_size=None if batch >= n_samples else batch, seed=seed)
         obj = cls.__new__(cls)
         for name, value in values.items():
             object.__setattr__(obj, name, value)    # frozen dataclass: bypass __init__'s checks

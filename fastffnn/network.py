@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import config, n_params, predict_proba
+from .kernels.layout import layer_offset
 
 ACTIVATIONS = {"relu": config.RELU, "leaky_relu": config.LEAKY_RELU, "tanh": config.TANH,
                "sigmoid": config.SIGMOID}
@@ -32,12 +33,10 @@ class Topology:
 
     def layer_slices(self) -> list:
         """(weight slice, bias slice) of each layer inside the flat (P,) buffer."""
-        out, off = [], 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w = slice(off, off + fan_in * fan_out)
-            b = slice(w.stop, w.stop + fan_out)
-            out.append((w, b))
-            off = b.stop
+        out = []
+        for l, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            w = slice(layer_offset(self.sizes, l), layer_offset(self.sizes, l) + fan_in * fan_out)
+            out.append((w, slice(w.stop, w.stop + fan_out)))
         return out
 
     def views(self, flat: np.ndarray) -> tuple[list, list]:

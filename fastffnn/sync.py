@@ -21,6 +21,8 @@ from .hyperparams import HyperParams
 STRATEGIES = ("none", "average", "weighted", "best")
 SYNC_LAYERS = ("last", "all")
 DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
+# the hyperparameter columns a callback may change during a run (the batch size fixes the scratch)
+RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name != "batch_size")
 
 
 def check_options(options: dict | None) -> dict:
@@ -79,26 +81,36 @@ class SyncPoint:
 
     def set_hyperparams(self, instance: int | None = None, **changes) -> None:
         """Change ``lr``, ``l2``, ``momentum`` or ``penalty`` of one instance (or all) from now on."""
-        index = {"lr": config.LR, "l2": config.L2, "momentum": config.MOMENTUM, "penalty": config.PENALTY}
-        bad = sorted(set(changes) - set(index))
+        bad = sorted(set(changes) - set(RUNTIME_HYPERPARAMS))
         if bad:
-            raise ValueError(f"set_hyperparams can change {sorted(index)} at run time. Got {bad} instead.")
+            raise ValueError(f"set_hyperparams can change {list(RUNTIME_HYPERPARAMS)} at run time. "
+                             f"Got {bad} instead.")
         HyperParams(**changes)      # the same checks as at the start ("The 'lr' parameter ...")
         rows = slice(None) if instance is None else instance
         for name, value in changes.items():
-            self._ctx.hyper[rows, index[name]] = value
+            self._ctx.hyper[rows, config.HYPER_COLUMNS.index(name)] = value
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """What the barrier action does: ``strategy`` over ``layers`` with ``options``; ``validation``
+    is (X_val, T_val) in the run's dtype or None; ``callback`` is the user's, or None."""
+
+    strategy: str = "none"
+    layers: str = "last"
+    options: dict | None = None
+    validation: tuple | None = None
+    callback: object = None
 
 
 class SyncAction:
     """The barrier action: one call per round, in round order."""
 
-    def __init__(self, ctx, strategy: str, sync_layers: str, options: dict, validation, callback,
-                 history, progress=None):
-        self.ctx, self.strategy, self.callback, self.history = ctx, strategy, callback, history
-        self.columns = sync_columns(ctx.plan.topology, sync_layers)
-        self.options = check_options(options)
-        self.validation = validation
-        self.progress = progress
+    def __init__(self, ctx, settings: SyncSettings, history, progress=None):
+        self.ctx, self.history, self.progress = ctx, history, progress
+        self.strategy, self.callback, self.validation = settings.strategy, settings.callback, settings.validation
+        self.columns = sync_columns(ctx.plan.topology, settings.layers)
+        self.options = check_options(settings.options)
         self.round = 0
 
     def __call__(self) -> None:
@@ -108,6 +120,7 @@ class SyncAction:
             self.ctx.failure.record(exc)
             raise
         self.round += 1
+        self.ctx.synced = self.round
 
     def _sync(self, r: int) -> None:
         ctx = self.ctx

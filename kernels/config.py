@@ -74,6 +74,9 @@ LEAKY_SLOPE = 0.01
 # activations and deltas (2 x 128 x 65 doubles for the seed network) stay in a core's L2.
 CHUNK = 128
 
-# Layout of one instance's hyperparameter row, ``hyper`` (H,), read by the span kernels.
-LR, L2, MOMENTUM, BATCH_SIZE, PENALTY = 0, 1, 2, 3, 4
-N_HYPER = 5
+# One instance's hyperparameter row, ``hyper`` (H,), read by the span kernels: its columns, named
+# as the fields of ``fastffnn.HyperParams`` they hold.
+HYPER_COLUMNS = ("lr", "l2", "momentum", "batch_size", "penalty")
+LR, L2, MOMENTUM, BATCH_SIZE, PENALTY = (HYPER_COLUMNS.index(name) for name in
+                                         ("lr", "l2", "momentum", "batch_size", "penalty"))
+N_HYPER = len(HYPER_COLUMNS)

@@ -3,6 +3,7 @@ way the 2020 report trained.  It holds the GIL between calls; ``kernel="numpy"``
 what the GIL costs.  Same arguments and results (to rounding) as ``span.train_span``."""
 import numpy as np
 
+from .layout import layer_offset
 from .config import BATCH_SIZE, L2, LEAKY_RELU, LEAKY_SLOPE, LR, MOMENTUM, PENALTY, RELU, SIGMOID, TANH
 
 _MASK = (1 << 64) - 1
@@ -76,25 +77,31 @@ def _step(params, velocity, views, X, T, act, hyper):
     return terms
 
 
-def train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order):
-    """Same contract as ``kernels.span.train_span`` (``work`` and ``grad`` unused)."""
+def train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
+    """Same contract as ``kernels.span.train_span`` (``work`` and ``grad`` unused); ``cancel`` is
+    read before every step."""
     n = X.shape[0]
     B = int(min(n, max(1, hyper[BATCH_SIZE])))
-    weights, biases, off = [], [], 0
-    for I, O in zip(sizes[:-1], sizes[1:]):
+    weights, biases = [], []
+    for l, (I, O) in enumerate(zip(sizes[:-1], sizes[1:])):
+        off = layer_offset(sizes, l)
         weights.append(params[off:off + I * O].reshape(I, O))
         biases.append(params[off + I * O:off + I * O + O])
-        off += I * O + O
     views = (weights, biases)
     for e in range(losses.shape[0]):
         total = 0.5 * hyper[L2] * sum((W * W).sum() for W in weights) if hyper[L2] != 0.0 else 0.0
         if B == n:
+            if cancel[0]:
+                return
             total += (_step(params, velocity, views, X, T, act, hyper) / n).sum()
         else:
             for i in range(n - 1, 0, -1):
                 j = _next_u64(rng) % (i + 1)
                 order[i], order[j] = order[j], order[i]
             for start in range(0, n, B):
+                if cancel[0]:
+                    return
                 rows = order[start:start + B]
                 total += (_step(params, velocity, views, X[rows], T[rows], act, hyper) / n).sum()
         losses[e] = total
+        done[0] += 1

@@ -4,8 +4,8 @@ Dimensions: n = samples, F = features, K = outputs (1 for binary), L = layers,
 P = parameters of one instance, E = epochs in the span, N = instances, B = batch,
 I/O = a layer's fan_in/fan_out.
 
-Layout of one instance's flat parameter buffer ``params`` (P,): for each layer l, the weight
-matrix (sizes[l], sizes[l+1]) row-major, then its bias (sizes[l+1],).  ``work`` (W,) is the
+One instance's parameters are one flat buffer ``params`` (P,), laid out as ``kernels/layout.py``
+says.  ``work`` (W,) is the
 per-instance scratch allocated once by the driver (``workspace_size``): for each layer its
 activations and deltas (C, O) for a chunk of C = min(B, CHUNK) rows, and its weight transposed
 (O, I); then a gathered batch of
@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from .config import BATCH_SIZE, CHUNK, IDENTITY, L2, LR, MOMENTUM, PENALTY, jit
+from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
     dense_forward,
@@ -26,11 +27,6 @@ from .layers import (
 )
 
 
-def n_params(sizes):
-    """P for a network with layer sizes ``sizes`` = (F, hidden..., K)."""
-    return int(sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(len(sizes) - 1)))
-
-
 def workspace_size(sizes, batch):
     """Length of the scratch buffer ``work`` for ``batch`` samples per step."""
     return int(workspace_size_jit(np.asarray(sizes, dtype=np.int64), batch))
@@ -39,9 +35,7 @@ def workspace_size(sizes, batch):
 @jit
 def _layer(params, sizes, l):
     # views (no copy) of layer l's weight (I, O) and bias (O,) inside params (P,)
-    off = 0
-    for m in range(l):
-        off += sizes[m] * sizes[m + 1] + sizes[m + 1]
+    off = layer_offset_jit(sizes, l)
     I, O = sizes[l], sizes[l + 1]
     return params[off:off + I * O].reshape((I, O)), params[off + I * O:off + I * O + O]
 
@@ -109,9 +103,10 @@ def _forward(work, X, params, sizes, act, C):
 
 
 @jit
-def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
+def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms, cancel):
     # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in
-    # place; terms (B,) receives the per-sample losses before the step.
+    # place; terms (B,) receives the per-sample losses before the step.  Returns False, with
+    # params and velocity untouched, if cancel (1,) was set before one of its chunks.
     # The batch goes through forward and backward CHUNK rows at a time, the gradient accumulating
     # over chunks: the activations and deltas of a chunk stay in L2 whatever B is, so instances on
     # different cores do not compete for the shared cache.
@@ -127,6 +122,8 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
         _, _, weightT = _buffers(work, sizes, l, C, C)
         transpose(weightT, weight)
     for r0 in range(0, B, CHUNK):
+        if cancel[0] != 0:
+            return False
         r1 = min(B, r0 + CHUNK)
         m = r1 - r0
         Xc, Tc = _rows(X, r0, r1), _rows(T, r0, r1)
@@ -145,6 +142,7 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms):
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
                 dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
     _update(params, velocity, grad, sizes, hyper)
+    return True
 
 
 @jit
@@ -197,10 +195,12 @@ def _shuffle(order, rng):
         order[i], order[j] = order[j], order[i]
 
 
-def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order):
-    # Train one instance for losses.shape[0] epochs.
+def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
+    # Train one instance for losses.shape[0] epochs, or until cancel (1,) int64 is set: it is read
+    # before every chunk of every step, so a cancelled span returns within a chunk's work.
     # params, velocity, grad (P,), rng (1,) uint64, work (W,), order (n,) int64: changed in place
-    # losses (E,): mean loss of each epoch, written; X (n, F), T (n, K), sizes (L+1,), hyper (H,)
+    # losses (E,): mean loss of each epoch, written; done (1,) int64: incremented after each epoch
+    # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,)
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
@@ -209,7 +209,8 @@ def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gr
         l2 = hyper[L2]
         total = _l2_term(params, sizes, l2) if l2 != 0.0 else 0.0
         if B == n:
-            _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms)
+            if not _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms, cancel):
+                return
             for b in range(B):
                 total += terms[b] / n
         else:
@@ -224,10 +225,12 @@ def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gr
                         Xb[b, f] = X[r, f]
                     for k in range(K):
                         Tb[b, k] = T[r, k]
-                _step(params, velocity, grad, work, Xb, Tb, sizes, act, hyper, terms_b)
+                if not _step(params, velocity, grad, work, Xb, Tb, sizes, act, hyper, terms_b, cancel):
+                    return
                 for b in range(m):
                     total += terms_b[b] / n
         losses[e] = total
+        done[0] += 1
 
 
 # The same span compiled twice: releasing the GIL (the library's kernel) and holding it (the
@@ -239,12 +242,13 @@ train_span_gil = jit(_train_span, nogil=False, cache=False)
 
 @jit(parallel=True)
 def train_spans_parallel(params, velocity, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
-                         order):
+                         order, cancel, done):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
-    # T, sizes, act carries a leading instance axis (N, ...).  Each iteration writes only its rows.
+    # T, sizes, act, cancel (1,) carries a leading instance axis (N, ...).  Each iteration writes
+    # only its rows.
     for k in numba.prange(params.shape[0]):
         train_span(params[k], velocity[k], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k], work[k],
-                   grad[k], order[k])
+                   grad[k], order[k], cancel, done[k:k + 1])
 
 
 @jit

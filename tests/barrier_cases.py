@@ -30,7 +30,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from fastffnn.driver import Context, Failure, Plan
-from fastffnn.processes import PipeBarrier, ProcessCoordinator, _portable
+from fastffnn.backends._worker import PipeBarrier, portable
+from fastffnn.backends.processes import ProcessCoordinator
 
 MAX_PARTIES = 64
 MAX_ROUNDS = 1000
@@ -337,7 +338,19 @@ def child_main(conn, case, plan: Plan, shared: Shared, party: int, args: tuple) 
     conn.send(("ready",))
     failure = run_party(case, ChildBarrier(conn, plan, party, shared), party, shared, args)
     with contextlib.suppress(OSError):
-        conn.send(_portable(failure) if failure is not None else ("done",))
+        conn.send(portable(failure) if failure is not None else ("done",))
+
+
+class ForkedParty:
+    """What ``ProcessCoordinator`` needs of a worker, for a forked child: its connection, its pid
+    and its exit code."""
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn, self.pid = proc, conn, proc.pid
+
+    def exit_code(self, timeout: float = 1.0):
+        self.proc.join(timeout)
+        return self.proc.exitcode
 
 
 class ProcessHarness:
@@ -364,7 +377,11 @@ class ProcessHarness:
         plan = Plan(topology=None, kernel="numpy", rounds=tuple((r, r + 1) for r in range(rounds)),
                     groups=tuple((p,) for p in range(parties)), faults=tuple(faults), timeout=timeout,
                     dtype="float64", n_samples=0, n_features=0)
-        ctx = SimpleNamespace(plan=plan, failure=Failure(), position=self.shared.position)
+        # the coordinator breaks when the run's cancel flag is set: by the watchdog in a run, by
+        # a timer standing in for it here
+        ctx = SimpleNamespace(plan=plan, failure=Failure(), position=self.shared.position,
+                              cancel=threading.Event())
+        watchdog = threading.Timer(timeout, ctx.cancel.set) if timeout is not None else None
         fork = mp.get_context("fork")
         procs, conns = [], []
         broken = True
@@ -376,11 +393,14 @@ class ProcessHarness:
                                           args=(child, case, plan, self.shared, p, (parties,) + args)))
                 procs[-1].start()
                 child.close()
-            coordinator = ProcessCoordinator(ctx, procs, conns, action or (lambda: None))
+            coordinator = ProcessCoordinator(ctx, [ForkedParty(proc, conn) for proc, conn in zip(procs, conns)],
+                                             action or (lambda: None))
             try:
                 coordinator.start()
             except BrokenBarrierError:
                 raise AssertionError(f"the children did not start: {ctx.failure.exc!r}") from None
+            if watchdog is not None:
+                watchdog.start()
             t0 = monotonic()
             try:
                 for _ in range(rounds):
@@ -393,6 +413,10 @@ class ProcessHarness:
                 ctx.failure.record(exc)
             elapsed = monotonic() - t0
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                if watchdog.ident is not None:
+                    watchdog.join()
             _reap(procs, conns, kill=broken)
         return Outcome(broken, ctx.failure.exc, self.shared.status[:parties].copy(), elapsed)
 

@@ -1,5 +1,6 @@
 """Shared fixtures.  ``no_residue`` (autouse) is RELIABILITY.md rule 10: every test leaves the same
-threads, child processes, /dev/shm segments and open files behind as it found."""
+threads, child processes, /dev/shm segments and open files behind as it found -- after closing
+the processes backend's warm pool, whose workers outlive a run by design."""
 from __future__ import annotations
 
 import gc
@@ -8,6 +9,8 @@ import threading
 import time
 
 import pytest
+
+import fastffnn
 
 from residue import child_pids, shm_segments
 
@@ -30,21 +33,13 @@ def _grown(before: dict, after: dict) -> dict:
     return {key: value for key, value in grown.items() if value}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _resource_tracker():
-    """multiprocessing's resource tracker is one long-lived child per interpreter, started by the
-    first spawn; start it up front so it is part of every test's "before"."""
-    from multiprocessing import resource_tracker
-    resource_tracker.ensure_running()
-    yield
-
-
 @pytest.fixture(autouse=True)
 def no_residue():
     """Fail the test if it leaves threads, child processes, /dev/shm segments or open files
     behind; finished runs get a bounded time (polled, not slept) to be reaped."""
     before = _snapshot()
     yield
+    fastffnn.shutdown()     # the processes backend's warm pool is residue once the test is over
     deadline = time.monotonic() + RESIDUE_DEADLINE
     polls = 0
     while True:

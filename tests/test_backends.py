@@ -15,6 +15,7 @@ import pytest
 
 import fastffnn as ff
 from fastffnn import driver
+from fastffnn.backends import threads
 from fastffnn.sync import STRATEGIES, combine
 from naive import make_data
 
@@ -85,7 +86,7 @@ def test_backends_bit_identical(sync):
 
 @pytest.mark.parametrize("workers", [1, 3, 4])
 def test_threads_share_each_round_whatever_the_worker_count(workers):
-    # the workers take slices of a shared round of 4 instances (fastffnn.driver.SharedRound):
+    # the workers take slices of a shared round of 4 instances (fastffnn.backends.threads.SharedRound):
     # one worker, three for four instances, or one per instance (whole rounds, no slicing) give
     # the serial results too
     for sync in ("none", "average"):
@@ -98,7 +99,7 @@ def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
     instance's slices tile its round in epoch order, and it arrives as soon as its round is done."""
     rounds = ((0, 40), (40, 80))
     ctx = SimpleNamespace(plan=SimpleNamespace(instances=4, rounds=rounds, faults_at=lambda *a: []),
-                          progress=np.zeros(4, np.int64), cancel=threading.Event())
+                          arrived=np.zeros(4, np.int64), cancel=threading.Event())
     log, taken, release = [], threading.Event(), threading.Event()
 
     def run_spans(ctx, worker, instances, start, stop, scratch):
@@ -108,8 +109,8 @@ def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
             assert release.wait(30)
         return True
 
-    monkeypatch.setattr(driver, "run_spans", run_spans)
-    shared = driver.SharedRound(ctx, workers=2)
+    monkeypatch.setattr(threads, "run_spans", run_spans)
+    shared = threads.SharedRound(ctx, workers=2)
     finished = {}
     held = threading.Thread(target=lambda: finished.setdefault(1, shared.run(ctx, 1, None, 0, None)))
     held.start()
@@ -117,10 +118,10 @@ def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
     finished[0] = shared.run(ctx, 0, None, 0, None)
     first = log[0][1]
     assert sorted(finished[0]) == sorted({0, 1, 2, 3} - {first})
-    assert (ctx.progress[finished[0]] == 1).all() and ctx.progress[first] == 0     # still held
+    assert (ctx.arrived[finished[0]] == 1).all() and ctx.arrived[first] == 0     # still held
     release.set()
     held.join(30)
-    assert finished[1] == [first] and (ctx.progress == 1).all()
+    assert finished[1] == [first] and (ctx.arrived == 1).all()
     assert {k for w, k, _, _ in log if w == 1} == {first}
     # the next round, lined up by the barrier action, with both workers free
     shared.advance()
@@ -129,7 +130,7 @@ def test_shared_round_gives_the_free_worker_the_rest(monkeypatch):
         t.start()
     for t in both:
         t.join(30)
-    assert (ctx.progress == 2).all()
+    assert (ctx.arrived == 2).all()
     for k in range(4):
         for r, (e0, e1) in enumerate(rounds):
             spans = [(a, b) for _, i, a, b in log if i == k and e0 <= a < e1]
@@ -265,7 +266,7 @@ def _segment_sizes(into: dict):
     def callback(point):
         if not into:
             for entry in shm_segments():
-                into[entry.rsplit("_", 1)[1] if "_" in entry else entry] = os.stat(os.path.join(SHM_DIR, entry)).st_size
+                into[entry.split("_", 3)[3]] = os.stat(os.path.join(SHM_DIR, entry)).st_size
     return callback
 
 
@@ -280,7 +281,8 @@ def test_processes_store_the_data_once():
     itemsize = np.dtype("float64").itemsize
     assert sizes[2]["X"] == sizes[8]["X"] == X.nbytes          # once, not per instance
     assert sizes[2]["T"] == sizes[8]["T"] == len(X) * itemsize
-    per_instance = {"params", "velocity", "rng", "order", "losses", "hyper", "compute", "waited", "progress"}
+    per_instance = {"params", "velocity", "rng", "order", "losses", "hyper", "compute", "waited", "arrived",
+                    "epochs_done"}
     for name in sizes[2]:
         factor = 4 if name in per_instance else 1
         assert sizes[8][name] == factor * sizes[2][name], name

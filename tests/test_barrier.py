@@ -27,7 +27,7 @@ from barrier_cases import BROKEN, DONE, FAILED, ActionFailed, PartyFailed
 from fastffnn._faults import Fault
 from fastffnn.barrier import ConditionBarrier, LockPollingBarrier, RLockBarrier
 from fastffnn.errors import InstanceFailed
-from fastffnn.processes import WorkerDied
+from fastffnn.backends.processes import WorkerDied
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,9 +1,10 @@
-"""The scaling report (fastffnn.bench) on a small synthetic pytest-benchmark JSON: no timing."""
+"""The scaling report (fastffnn.reports.scaling, fastffnn.plots.scaling) on a small synthetic pytest-benchmark JSON: no timing."""
 import json
 
 import pytest
 
-from fastffnn import bench
+from fastffnn.plots.scaling import plot
+from fastffnn.reports import scaling as bench
 
 CORES = 2
 ROOF = 1000.0       # instance-epochs/s at the roofline
@@ -62,7 +63,7 @@ def plotted(tmp_path_factory):
     """The figures of the synthetic records, drawn once before any test's residue check (matplotlib
     keeps the font files it opens for good)."""
     records = synthetic_records()
-    return bench.plot(bench.rows(records), bench.barrier_rows(records), tmp_path_factory.mktemp("Plots"))
+    return plot(bench.rows(records), bench.barrier_rows(records), tmp_path_factory.mktemp("Plots"))
 
 
 def by(rows, group, label, instances):

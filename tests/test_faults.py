@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastffnn as ff
-from fastffnn import processes
+from fastffnn.backends import processes
 from fastffnn._faults import Fault, InjectedFault, inject
 from fastffnn.kernels import config as kernel_config
 from fastffnn.sync import combine, sync_columns
@@ -104,22 +104,35 @@ def test_instance_raises_outside_the_kernel(backend, where):
     assert isinstance(err.__cause__, InjectedFault)
 
 
-# -- row 2: a hang times out, naming every missing instance ------------------------------------
+# -- row 2: a hang is a stall, naming every instance behind and the epoch it reached -------------
 
 TIMEOUT = 1.5
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("backend,where", [("threads", "kernel"), ("threads", "barrier"),
-                                           ("processes", "kernel"), ("prange", "kernel")])
+@pytest.mark.parametrize("backend,where", [("serial", "kernel"), ("threads", "kernel"), ("threads", "barrier"),
+                                           ("processes", "kernel"), ("processes", "barrier"),
+                                           ("prange", "kernel")])
 def test_hang_times_out_naming_missing_instances(backend, where):
     err, seconds = fails(ff.SyncTimeout, backend, [Fault(3, 25, where, "hang")], timeout=TIMEOUT)
     # threads share a round's instances, so the other worker finishes every instance but the hung
-    # one; a process runs its fixed group; prange runs all instances in one call
-    assert err.missing == {"threads": [3], "processes": GROUPS[1], "prange": [0, 1, 2, 3]}[backend]
+    # one; serial and a process run their fixed group in turn; prange runs all instances in one
+    # call, which the fault cuts at its epoch
+    hung = 25 if where == "kernel" else 30      # a barrier fault fires after the round's span
+    reached = {"serial": {0: 30, 1: 30, 2: 30, 3: hung}, "threads": {3: hung}, "processes": {2: 30, 3: hung},
+               "prange": dict.fromkeys(range(4), hung)}[backend]
+    assert err.reached == reached and err.missing == sorted(reached)
     assert err.epoch == 30 and err.timeout == TIMEOUT
-    assert "[" in str(err) and "timed out" in str(err)
+    assert f"3 (at epoch {hung})" in str(err) and f"for {TIMEOUT} s" in str(err)
     assert TIMEOUT <= seconds < TIMEOUT + PROMPT[backend]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_hang_in_the_sync_action_is_a_stall_too(backend):
+    """Every instance arrived; the reduction itself hangs: nobody is behind, and it says so."""
+    err, _ = fails(ff.SyncTimeout, backend, [Fault(1, 45, "reduction", "hang")], timeout=TIMEOUT)
+    assert err.epoch == 50 and err.missing == [] and "every instance reached the sync at epoch 50" in str(err)
 
 
 @pytest.mark.timeout(90)
@@ -128,7 +141,7 @@ def test_several_hanging_instances_are_listed():
                    timeout=TIMEOUT)
     # both workers hang; instances 1 and 2 are listed too unless they finished the round first
     assert {0, 3} <= set(err.missing) <= {0, 1, 2, 3} and err.missing == sorted(err.missing)
-    assert err.epoch == 10
+    assert err.reached[0] == err.reached[3] == 5 and err.epoch == 10
 
 
 # -- row 3: slow but under the timeout ---------------------------------------------------------

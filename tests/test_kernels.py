@@ -539,15 +539,22 @@ class Problem:
         self.lr, self.l2, self.momentum, self.penalty = lr, l2, momentum, penalty
         self.batch = int(min(n, self.hyper[config.BATCH_SIZE]))
 
-    def run(self, epochs, dtype, kernel=span.train_span):
-        """(params, velocity, losses, rng, order) after ``epochs`` epochs; the problem is unchanged."""
+    def run(self, epochs, dtype, kernel=span.train_span, cancel=None):
+        """(params, velocity, losses, rng, order) after ``epochs`` epochs -- or fewer, if
+        ``cancel`` (1,) is set meanwhile; ``self.done`` is then the epochs completed.  The problem
+        is unchanged."""
         params, velocity = self.params.astype(dtype), self.velocity.astype(dtype)
         rng, order = self.rng.copy(), self.order.copy()
         losses = np.full(epochs, np.nan, dtype)
         work = np.zeros(span.workspace_size(self.sizes, self.batch), dtype)
         grad = np.zeros(params.shape[0], dtype)
+        cancel = np.zeros(1, np.int64) if cancel is None else cancel
+        done = np.zeros(1, np.int64)
         kernel(params, velocity, rng, losses, self.X.astype(dtype), self.T.astype(dtype),
-               np.array(self.sizes, dtype=np.int64), self.code, self.hyper.astype(dtype), work, grad, order)
+               np.array(self.sizes, dtype=np.int64), self.code, self.hyper.astype(dtype), work, grad, order,
+               cancel, done)
+        self.done = int(done[0])
+        assert self.done == epochs or cancel[0]
         return params, velocity, losses, rng, order
 
     def data_loss(self, params, rows=None):

@@ -1,38 +1,50 @@
-"""The processes backend: ``spawn`` workers over shared memory, coordinated from the parent.
+"""The processes backend: a warm pool of worker processes over shared memory, coordinated from
+the parent.
 
-The data X, T and every state array (the (N, P) parameters included) live in ``/dev/shm``
-segments that the parent creates, names with its pid and a run id, and unlinks -- so the data is
-stored once whatever N is, and a segment left by a killed run is swept by the next one.  No lock is
-shared with a worker: the parent's ``ProcessCoordinator`` waits on every worker's pipe *and* its
-process sentinel (``multiprocessing.connection.wait``), so a worker that dies -- even SIGKILLed in
-the sync section -- is seen at once, never waited for.
+Workers are started as ``python -c _worker.BOOTSTRAP`` -- never by re-running the user's main
+module, so a script without the ``if __name__ == "__main__":`` guard, ``python -``, ``python -c``
+and notebooks all work -- and stay alive between runs (``WorkerPool``): the kernels are loaded
+once per process, and a run after the first one starts in milliseconds.  The pool grows when a
+run needs more workers, replaces a worker that died, and closes at interpreter exit or with
+``fastffnn.shutdown()``.
+
+Each run's data X, T and state arrays (the (N, P) parameters included) live in ``/dev/shm``
+segments that the parent creates, names with its pid and a run id, and unlinks at the end of the
+run -- so the data is stored once whatever N is, and a segment left by a killed parent is swept
+by the next run.  No lock is shared with a worker: the parent's ``ProcessCoordinator`` waits on
+every worker's connection, on which a dead worker reads as end-of-file, so a worker that dies --
+even SIGKILLed in the sync section -- is seen at once, never waited for.  A failed run sets the
+shared cancel flag, which every worker's kernels read at every step, and lets each worker report
+how it ended; a worker that does not, within ``DRAIN_TIMEOUT``, is killed and replaced next run.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import mmap
 import multiprocessing as mp
 import os
-import pickle
 import secrets
 import signal
+import subprocess
+import sys
 import threading
-import traceback
 from multiprocessing.connection import wait as wait_any
 from threading import BrokenBarrierError
 from time import monotonic
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .backends import Backend
-from .driver import Context, coordinate, worker_loop
-from .errors import InstanceFailed, SyncTimeout
+from ..driver import Context, Watchdog, coordinate
+from ..errors import InstanceFailed, SyncTimeout
+from ._worker import BOOTSTRAP
+from .base import Backend
 
 SHM_DIR = "/dev/shm"
 PREFIX = "fastffnn"
 STARTUP_TIMEOUT = 120.0     # seconds a worker may take to start (imports, loading kernels)
-EXIT_TIMEOUT = 10.0         # seconds a worker that reported "done" may take to exit
+DRAIN_TIMEOUT = 3.0         # seconds a worker may take to report how it ended after a failure
+POLL = 0.05                 # seconds between looks at the cancel flag while waiting for workers
 
 
 def _signal_name(number: int) -> str:
@@ -44,6 +56,11 @@ def _signal_name(number: int) -> str:
 
 class WorkerDied(RuntimeError):
     """The cause of an InstanceFailed whose worker process ended before completing its work."""
+
+
+class WorkerStartFailed(RuntimeError):
+    """The cause of an InstanceFailed whose worker process failed before it was ready: the
+    worker's own traceback, as text."""
 
 
 class RemoteTraceback(Exception):
@@ -80,7 +97,7 @@ def sweep_stale_segments() -> list:
     return swept
 
 
-def _map(path: str, shape: tuple, dtype, create: bool) -> np.ndarray:
+def map_segment(path: str, shape: tuple, dtype, create: bool) -> np.ndarray:
     """An array over a /dev/shm file; the mapping lives as long as the array does."""
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
@@ -93,75 +110,123 @@ def _map(path: str, shape: tuple, dtype, create: bool) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
-def attach(segments: dict) -> dict:
-    """The worker's views of the parent's segments: name -> (path, shape, dtype)."""
-    return {name: _map(path, shape, dtype, create=False) for name, (path, shape, dtype) in segments.items()}
+class PooledWorker:
+    """One worker process: its ``Popen``, its end of a socket pair (``conn``, on which its death
+    reads as end-of-file), and the write end of the pipe whose closing tells it the parent is gone."""
 
-
-class PipeBarrier:
-    """The worker's side of the coordinator: arrive, then wait for the parent's verdict."""
-
-    def __init__(self, conn, ctx: Context, worker: int):
-        self.conn, self.ctx, self.worker = conn, ctx, worker
-        self.round = 0
-
-    def wait(self) -> None:
-        """No deadline here: the parent keeps it, and kills this worker when a round fails."""
-        ctx = self.ctx
-        e0, e1 = ctx.plan.rounds[self.round]
-        self.round += 1
-        self.conn.send(("arrive",))
-        for fault in ctx.plan.faults_at(ctx.plan.groups[self.worker], e0, e1, "sync"):
-            ctx.fire(fault, self.worker)      # inside the sync section: arrived, verdict not yet received
+    def __init__(self):
+        parent, child = mp.Pipe()           # a socket pair
+        watch_r, self._watch_w = os.pipe()
         try:
-            if self.conn.recv() == "go":
-                return
-        except (EOFError, OSError):
-            pass            # the parent is gone
-        raise BrokenBarrierError
+            self.proc = subprocess.Popen([sys.executable, "-c", BOOTSTRAP, str(child.fileno()), str(watch_r)],
+                                         pass_fds=(child.fileno(), watch_r))
+        finally:
+            child.close()
+            os.close(watch_r)
+        self.conn, self.pid = parent, self.proc.pid
+        self.conn.send(sys.path)
+        self.started = False
 
-    def abort(self) -> None:
-        """The failure itself is sent to the parent when the worker loop returns."""
+    def idle_and_alive(self) -> bool:
+        """Whether it can take a run: alive, and nothing unread (a dead worker's end-of-file)."""
+        return self.proc.poll() is None and not self.conn.poll()
+
+    def exit_code(self, timeout: float = 1.0) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.proc.wait(timeout)
+        return None
+
+    def close(self, kill: bool = False) -> None:
+        """Ask it to exit (or kill it), reap it, and close both descriptors."""
+        if not kill:
+            with contextlib.suppress(OSError):
+                self.conn.send(("exit",))
+            kill = self.exit_code(5.0) is None
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+        self.conn.close()
+        os.close(self._watch_w)
 
 
-def _portable(exc: BaseException) -> tuple:
-    """("failed", exception, traceback text), the exception replaced by the text when it does not
-    survive pickling (it holds a lock, or cannot be rebuilt from its args)."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        exc = (InstanceFailed(exc.instance, exc.epoch, text) if isinstance(exc, InstanceFailed)
-               else RuntimeError(text))
-    return "failed", exc, text
+class WorkerPool:
+    """The warm pool: workers stay alive between runs of one Python process.  ``acquire`` hands a
+    run idle workers (starting what is missing, replacing the dead), ``release`` takes them back,
+    a worker that did not end its run cleanly is ``discard``-ed (killed)."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.idle: list = []
+        self.busy: set = set()
 
-def _exit_with_parent() -> None:
-    """End this worker when the parent dies, even while a kernel or a hang holds its main thread
-    (the parent's segments are then swept by the next run)."""
-    parent = mp.parent_process()
-    if parent is not None:
-        threading.Thread(target=lambda: (wait_any([parent.sentinel]), os._exit(1)),
-                         name="fastffnn-parent-watch", daemon=True).start()
-
-
-def _worker_main(plan, segments: dict, worker: int, conn) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's to handle
-    _exit_with_parent()
-    group = list(plan.groups[worker])
-    with threadpool_limits(1):
-        ctx = Context(plan, attach(segments))
+    def acquire(self, n: int, groups: tuple) -> list:
+        with self._lock:
+            for worker in [w for w in self.idle if not w.idle_and_alive()]:
+                self.idle.remove(worker)
+                worker.close(kill=True)
+            while len(self.idle) < n:
+                self.idle.append(PooledWorker())
+            workers, self.idle = self.idle[:n], self.idle[n:]
+            self.busy.update(workers)
         try:
-            scratch = ctx.scratch()
-            ctx.run_span(group[0], 0, 0, scratch)   # load the kernel before the first round's clock
-        except Exception as exc:
-            ctx.failure.record(InstanceFailed(group[0], 0, exc))
-        else:
-            conn.send(("ready",))
-            worker_loop(ctx, worker, group, PipeBarrier(conn, ctx, worker), scratch=scratch)
-        failure = ctx.failure.exc
-    with contextlib.suppress(OSError):
-        conn.send(_portable(failure) if failure is not None else ("done",))
+            self._started(workers, groups)
+        except BaseException:
+            for worker in workers:
+                self.discard(worker)
+            raise
+        return workers
+
+    @staticmethod
+    def _started(workers: list, groups: tuple) -> None:
+        """Wait until every new worker has said "ready"; one that fails or dies before raises
+        ``InstanceFailed`` with its own traceback (or exit code), naming its first instance."""
+        deadline = monotonic() + STARTUP_TIMEOUT
+        pending = {w.conn: (i, w) for i, w in enumerate(workers) if not w.started}
+        while pending:
+            ready = wait_any(list(pending), timeout=max(0.0, deadline - monotonic()))
+            if not ready:
+                missing = [k for i, _ in pending.values() for k in groups[i]]
+                raise SyncTimeout(0, dict.fromkeys(missing, 0), STARTUP_TIMEOUT, startup=True)
+            for conn in ready:
+                i, worker = pending.pop(conn)
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    msg = ("died",)
+                if msg[0] == "ready":
+                    worker.started = True
+                    continue
+                cause = (WorkerStartFailed(f"worker process {worker.pid} failed to start:\n{msg[2]}")
+                         if msg[0] == "failed" else
+                         WorkerDied(f"worker process {worker.pid} exited with code {worker.exit_code()} "
+                                    f"before it was ready"))
+                raise InstanceFailed(groups[i][0], 0, cause)
+
+    def release(self, worker: PooledWorker) -> None:
+        with self._lock:
+            self.busy.discard(worker)
+            self.idle.append(worker)
+
+    def discard(self, worker: PooledWorker) -> None:
+        with self._lock:
+            self.busy.discard(worker)
+        worker.close(kill=True)
+
+    def shutdown(self) -> None:
+        """Close every idle worker (a run in progress keeps its own until it ends)."""
+        with self._lock:
+            idle, self.idle = self.idle, []
+        for worker in idle:
+            worker.close()
+
+
+_POOL = WorkerPool()
+atexit.register(_POOL.shutdown)
+
+
+def shutdown() -> None:
+    """Close the processes backend's warm pool of worker processes (it restarts on the next run)."""
+    _POOL.shutdown()
 
 
 def _received_failure(exc: BaseException, text: str) -> BaseException:
@@ -175,47 +240,58 @@ def _received_failure(exc: BaseException, text: str) -> BaseException:
 
 class ProcessCoordinator:
     """The parent's side: the allreduce contract of ``ConditionBarrier`` (all arrive, the action
-    runs once, all go on) over pipes, watching every worker's sentinel."""
+    runs once, all go on) over each worker's connection.  ``workers`` have ``conn``, ``pid`` and
+    ``exit_code(timeout)``.  A worker ends its run by sending "done", "cancelled" or "failed";
+    ``ended`` holds those that did."""
 
-    def __init__(self, ctx: Context, procs: list, conns: list, action):
-        self.ctx, self.procs, self.conns, self.action = ctx, procs, conns, action
+    END = ("done", "cancelled", "failed")
 
-    def _gather(self, expect: str, timeout: float | None) -> None:
-        """Wait until every worker has sent ``expect``; a death, failure or timeout breaks (the
-        workers still missing are then left in ``pending``)."""
-        deadline = None if timeout is None else monotonic() + timeout
-        self.pending = pending = set(range(len(self.procs)))
+    def __init__(self, ctx: Context, workers: list, action):
+        self.ctx, self.workers, self.action = ctx, workers, action
+        self.ended: set = set()
+        self.awaiting: set = set()      # arrived, waiting for the verdict
+
+    def _gather(self, expect: str, deadline: float | None = None) -> None:
+        """Wait until every worker has sent ``expect``; a death, a failure, the cancel flag or
+        ``deadline`` breaks (the workers still missing are then left in ``pending``)."""
+        self.pending = pending = set(range(len(self.workers)))
         while pending:
-            owners = {}
-            for w in pending:
-                owners[self.conns[w]] = owners[self.procs[w].sentinel] = w
-            left = None if deadline is None else max(0.0, deadline - monotonic())
-            ready = wait_any(list(owners), timeout=left)
-            if not ready:
-                raise BrokenBarrierError        # timed out: the driver names the missing workers
-            for w in sorted({owners[obj] for obj in ready}):
-                # the pipe first: a worker whose last message is waiting there has not died early
+            if self.ctx.cancel.is_set():
+                raise BrokenBarrierError        # the watchdog, or another failure
+            timeout = POLL if deadline is None else min(POLL, max(0.0, deadline - monotonic()))
+            ready = wait_any([self.workers[w].conn for w in pending], timeout=timeout)
+            if not ready and deadline is not None and monotonic() >= deadline:
+                raise BrokenBarrierError
+            for w in sorted(w for w in pending if self.workers[w].conn in ready):
                 msg = self._receive(w)
                 if msg is None:
                     self._died(w)
                 elif msg[0] == "failed":
+                    self.ended.add(w)
                     self.ctx.failure.record(_received_failure(*msg[1:]))
                     raise BrokenBarrierError
                 elif msg[0] != expect:
+                    if msg[0] in self.END:
+                        self.ended.add(w)
                     self._died(w, f"stopped early (sent {msg[0]!r} when {expect!r} was due)")
+                if expect == "arrive":
+                    self.awaiting.add(w)
+                elif expect in self.END:
+                    self.ended.add(w)
                 pending.discard(w)
 
     def _receive(self, w: int):
         """The worker's next message; None when it has none because it is gone."""
-        conn = self.conns[w]
+        conn = self.workers[w].conn
         try:
-            return conn.recv() if conn.poll() else None
+            return conn.recv()
         except (EOFError, OSError):
             return None
         except Exception as exc:        # it arrived but cannot be unpickled here
             instance, epoch, group = self._where(w)
+            self.ended.add(w)
             return "failed", InstanceFailed(instance, epoch, WorkerDied(
-                f"worker process {self.procs[w].pid} (instances {group}) sent a message that could not "
+                f"worker process {self.workers[w].pid} (instances {group}) sent a message that could not "
                 f"be unpickled: {exc!r}")), ""
 
     def _where(self, w: int) -> tuple:
@@ -225,47 +301,72 @@ class ProcessCoordinator:
         return group[0] if instance < 0 else instance, epoch, group
 
     def _died(self, w: int, how: str | None = None) -> None:
-        proc = self.procs[w]
+        worker = self.workers[w]
         if how is None:
-            proc.join(1.0)
-            code = proc.exitcode
+            code = worker.exit_code()
             how = (f"was killed by signal {_signal_name(-code)}" if code is not None and code < 0
                    else f"exited with code {code} before completion")
         instance, epoch, group = self._where(w)
         self.ctx.failure.record(InstanceFailed(instance, epoch, WorkerDied(
-            f"worker process {proc.pid} (instances {group}) {how}")))
+            f"worker process {worker.pid} (instances {group}) {how}")))
         raise BrokenBarrierError
 
     def start(self) -> None:
-        """Wait until every worker has started and loaded its kernels; spawning is not part of
-        the first round's timeout, but has a deadline of its own."""
-        timeout = self.ctx.plan.timeout
-        timeout = None if timeout is None else max(timeout, STARTUP_TIMEOUT)
+        """Wait until every worker has mapped the run's memory and loaded its kernels."""
         try:
-            self._gather("ready", timeout)
+            self._gather("ready", monotonic() + STARTUP_TIMEOUT)
         except BrokenBarrierError:
-            missing = [k for w in sorted(self.pending) for k in self.ctx.plan.groups[w]]
-            self.ctx.failure.record(SyncTimeout(0, missing, timeout, startup=True))
+            if self.ctx.failure.exc is None:
+                missing = [k for w in sorted(self.pending) for k in self.ctx.plan.groups[w]]
+                self.ctx.failure.record(SyncTimeout(0, dict.fromkeys(missing, 0), STARTUP_TIMEOUT, startup=True))
             raise
 
     def wait(self) -> None:
-        self._gather("arrive", self.ctx.plan.timeout)
+        self._gather("arrive")
         self.action()
-        for conn in self.conns:
+        for w in sorted(self.awaiting):
             with contextlib.suppress(OSError):      # a dead worker is seen at the next gather
-                conn.send("go")
+                self.workers[w].conn.send("go")
+        self.awaiting.clear()
 
     def finish(self) -> None:
-        self._gather("done", self.ctx.plan.timeout)
+        self._gather("done")
 
     def abort(self) -> None:
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.kill()
+        """Nothing to do here: the cancel flag ends every gather (``drain`` then collects the workers)."""
+
+    def drain(self) -> list:
+        """After a failed run: let every worker that has not ended report how it did (the cancel
+        flag is set, so its kernels stop within a step; one waiting for a verdict gets "abort").
+        Returns the workers that ended cleanly; the others are dead or were still busy after
+        ``DRAIN_TIMEOUT`` seconds."""
+        deadline = monotonic() + DRAIN_TIMEOUT
+        clean = set(self.ended)
+        for w in sorted(self.awaiting):
+            with contextlib.suppress(OSError):
+                self.workers[w].conn.send("abort")
+        left = {self.workers[w].conn: w for w in range(len(self.workers)) if w not in self.ended}
+        while left and monotonic() < deadline:
+            for conn in wait_any(list(left), timeout=max(0.0, deadline - monotonic())):
+                w = left[conn]
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    del left[conn]              # died
+                    continue
+                except Exception:
+                    msg = ("failed",)           # unpicklable, but the worker did end its run
+                if msg[0] == "arrive":         # it waits for a verdict
+                    with contextlib.suppress(OSError):
+                        conn.send("abort")
+                elif msg[0] in self.END:
+                    clean.add(w)
+                    del left[conn]
+        return [self.workers[w] for w in sorted(clean)]
 
 
 class ProcessesBackend(Backend):
-    """``workers`` spawned processes over shared memory, coordinated from the parent."""
+    """``workers`` processes from the warm pool, over shared memory, coordinated from the parent."""
 
     name = "processes"
     parallel = True
@@ -280,7 +381,7 @@ class ProcessesBackend(Backend):
             for name, (shape, dtype) in specs.items():
                 path = os.path.join(SHM_DIR, f"{run}_{name}")
                 try:
-                    arrays[name] = _map(path, shape, dtype, create=True)
+                    arrays[name] = map_segment(path, shape, dtype, create=True)
                 except OSError as exc:
                     free = os.statvfs(SHM_DIR).f_bavail * os.statvfs(SHM_DIR).f_frsize
                     raise MemoryError(
@@ -298,39 +399,27 @@ class ProcessesBackend(Backend):
                     os.unlink(path)
 
     def execute(self, ctx: Context, action) -> None:
-        spawn = mp.get_context("spawn")
-        pipes = [spawn.Pipe() for _ in ctx.plan.groups]
-        procs = [spawn.Process(target=_worker_main, args=(ctx.plan, self.segments, w, child), daemon=True,
-                               name=f"fastffnn-worker-{w}") for w, (_, child) in enumerate(pipes)]
-        coordinator = ProcessCoordinator(ctx, procs, [parent for parent, _ in pipes], action)
-        failed = -1             # until the rounds complete: any exit from here kills the workers
+        groups = ctx.plan.groups
+        workers = _POOL.acquire(len(groups), groups)
+        coordinator = ProcessCoordinator(ctx, workers, action)
+        clean = workers
         try:
-            for proc in procs:
-                proc.start()
-            for _, child in pipes:
-                child.close()
+            for w, worker in enumerate(workers):
+                worker.conn.send(("run", ctx.plan, self.segments, w))
             try:
                 coordinator.start()
+                with Watchdog(ctx):
+                    if coordinate(ctx, coordinator):
+                        coordinator.finish()
             except BrokenBarrierError:
-                failed = 0
-            else:
-                failed = coordinate(ctx, coordinator)
-            if failed is None:
-                try:
-                    coordinator.finish()
-                except BrokenBarrierError:
-                    failed = len(ctx.plan.rounds) - 1
+                pass
         finally:
-            if failed is not None:
-                coordinator.abort()
-            for proc in procs:
-                if proc.pid is not None:        # started
-                    proc.join(None if failed is not None else EXIT_TIMEOUT)
-                    if proc.exitcode is None:   # "done" but not gone: do not wait for it forever
-                        proc.kill()
-                        proc.join()
-                    proc.close()
-            for parent, child in pipes:
-                parent.close()
-                child.close()
-        ctx.raise_failure(failed)
+            if ctx.failure.exc is not None or len(coordinator.ended) < len(workers):
+                ctx.cancel.set()
+                clean = coordinator.drain()
+            for worker in workers:
+                if worker in clean:
+                    _POOL.release(worker)
+                else:
+                    _POOL.discard(worker)
+        ctx.raise_failure()

@@ -1,7 +1,8 @@
-"""The scaling report: pytest-benchmark results turned into a table and ``Plots/scaling_*.png``.
+"""The scaling report: pytest-benchmark results turned into a table (here) and
+``Plots/scaling_*.png`` (``fastffnn.plots.scaling``).
 
     pytest benchmarks --benchmark-only --benchmark-json=results.json   # prints the report at the end
-    python -m fastffnn.bench results.json                               # the same, from the saved file
+    python -m fastffnn.reports.scaling results.json                     # the same, from the saved file
 
 It reads what ``benchmarks/common.py`` writes into each benchmark's ``extra_info`` -- the settings
 (workload, backend/kernel label, instances, epochs, FLOPs per epoch, the roofline measured as its
@@ -19,8 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BASELINE", "Row", "BarrierRow", "load", "derived", "rows", "barrier_rows", "table", "plot",
-           "report", "main"]
+__all__ = ["BASELINE", "Row", "BarrierRow", "load", "derived", "rows", "barrier_rows", "table", "report", "main"]
 
 BASELINE = ("serial/numba", 1)      # (label, instances) every speedup is measured against
 
@@ -34,24 +34,16 @@ def load(source) -> list:
     return list(source)
 
 
-def derived(info: dict, median: float, seen: dict | None = None, dgemm_gflops: float | None = None) -> dict:
-    """Throughput, % of roofline and FLOP rate of one training benchmark; with ``seen`` (workload,
-    label, instances) -> throughput, also speedup and efficiency once the baseline is in it.  The
-    roofline is the one recorded with the benchmark, or, given ``dgemm_gflops``, the same for
-    that dgemm rate (the report uses the best of the run for every row)."""
+def derived(info: dict, median: float, dgemm_gflops: float | None = None) -> dict:
+    """Throughput, % of roofline and FLOP rate of one training benchmark.  The roofline is the one
+    recorded with the benchmark, or, given ``dgemm_gflops``, the same for that dgemm rate (the
+    report uses the best of the run for every row).  Speedups need the other rows: ``rows``."""
     throughput = info["instances"] * info["epochs"] / median
     roofline = info["roofline_instance_epochs_per_s"]
     if dgemm_gflops is not None and info.get("dgemm_gflops"):
         roofline *= dgemm_gflops / info["dgemm_gflops"]
-    out = {"instance_epochs_per_s": throughput, "flops_per_s": throughput * info["flops_per_epoch"],
-           "pct_roofline": 100.0 * throughput / roofline}
-    if seen is not None:
-        seen[info["workload"], info["label"], info["instances"]] = throughput
-        base = seen.get((info["workload"], *BASELINE))
-        if base:
-            out["speedup"] = throughput / base
-            out["efficiency"] = out["speedup"] / min(info["instances"], info["cores"])
-    return out
+    return {"instance_epochs_per_s": throughput, "flops_per_s": throughput * info["flops_per_epoch"],
+            "pct_roofline": 100.0 * throughput / roofline}
 
 
 @dataclass
@@ -107,9 +99,6 @@ def rows(benchmarks) -> list:
     roofline against the best dgemm of the run (``best_dgemm``) for every row."""
     train = [b for b in load(benchmarks) if b.get("extra_info", {}).get("kind") == "train"]
     dgemm = best_dgemm(train)
-    seen: dict = {}
-    for b in train:
-        derived(b["extra_info"], _median(b), seen)
     out = []
     for b in train:
         info = b["extra_info"]
@@ -118,17 +107,25 @@ def rows(benchmarks) -> list:
                   info.get("workers"), info["epochs"], info["n_samples"], info["cores"], _median(b),
                   figures["instance_epochs_per_s"], figures["pct_roofline"], figures["flops_per_s"],
                   peer=bool(info.get("peer")), dgemm_gflops=dgemm)
-        base = seen.get((row.workload, *BASELINE))
-        if base is None:
-            base, row.own_baseline = seen.get((row.workload, row.label, 1)), True
-        if base:
-            row.speedup = row.throughput / base
-            row.efficiency = row.speedup / min(row.instances, row.cores)
         if info.get("spawn_s") is not None:
             row.note = f"spawn+join {info['spawn_s']:.2f} s"
         out.append(row)
+    _speedups(out)
     _notes(out)
     return out
+
+
+def _speedups(out: list) -> None:
+    """Speedup over the serial backend at N = 1 on the same workload (else over the row's own
+    label at N = 1: ``own_baseline``) and parallel efficiency, computed here only."""
+    throughput = {(r.workload, r.label, r.instances): r.throughput for r in out}
+    for row in out:
+        base = throughput.get((row.workload, *BASELINE))
+        if base is None:
+            base, row.own_baseline = throughput.get((row.workload, row.label, 1)), True
+        if base:
+            row.speedup = row.throughput / base
+            row.efficiency = row.speedup / min(row.instances, row.cores)
 
 
 def _notes(out: list) -> None:
@@ -197,95 +194,18 @@ def table(train: list, barriers: list = ()) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _figure(ncols: int = 1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(5.5 * ncols, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)        # Agg, without touching pyplot's global backend
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
-def _lines(ax, members: list, value, ylabel: str) -> None:
-    for label in dict.fromkeys(r.label for r in members):
-        pts = sorted((r.instances, value(r)) for r in members if r.label == label and value(r) is not None)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=label)
-    ax.set_xticks(sorted({r.instances for r in members}))
-    ax.set_xlabel("instances N")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-
-
-def plot(train: list, barriers: list = (), folder="Plots") -> list:
-    """Write the figures; returns their paths.  Backends and GIL groups: throughput and speedup vs
-    instances per backend/kernel (``scaling_<area>_<workload>_e<epochs>_n<samples>.png``; the gil
-    area is the GIL-vs-nogil figure).  Other groups: a bar chart (``scaling_<area>_..._i<N>...``;
-    growth in GFLOP/s, the rest in % of roofline).  Barriers: round time vs parties
-    (``scaling_barrier_rounds.png``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for group in dict.fromkeys(r.group for r in train):
-        members = [r for r in train if r.group == group]
-        first = members[0]
-        ns = sorted({r.instances for r in members})
-        if first.area in ("backends", "gil") and len(ns) > 1:
-            fig, (left, right) = _figure(2)
-            _lines(left, members, lambda r: r.throughput, "instance-epochs / s")
-            left.axhline(first.throughput / first.pct_roofline * 100, color="grey", linestyle="--",
-                         label="roofline")
-            _lines(right, members, lambda r: r.speedup, f"speedup over {BASELINE[0]}, N = 1")
-            right.plot(ns, [min(n, first.cores) for n in ns], color="grey", linestyle="--", label="ideal")
-            left.legend(fontsize="small")
-            right.legend(fontsize="small")
-            name = f"scaling_{first.area}_{first.workload}_e{first.epochs}_n{first.n_samples}.png"
-        else:
-            fig, (ax,) = _figure()
-            if first.area == "growth":
-                labels = [r.workload for r in members]
-                values, xlabel = [r.flops_per_s / 1e9 for r in members], "GFLOP/s (throughput x work)"
-                name = f"scaling_growth_threads_i{first.instances}.png"
-            else:
-                labels = [r.label if len(ns) == 1 else f"{r.label}, N = {r.instances}" for r in members]
-                values, xlabel = [r.pct_roofline for r in members], "% of roofline"
-                name = (f"scaling_{first.area}_{first.workload}_i{max(ns)}_e{first.epochs}"
-                        f"_n{first.n_samples}.png")
-            ax.barh(labels, values)
-            ax.invert_yaxis()
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3, axis="x")
-        fig.suptitle(group)
-        paths.append(folder / name)
-        fig.savefig(paths[-1], dpi=110)
-    if barriers:
-        fig, (ax,) = _figure()
-        for label in dict.fromkeys(b.label for b in barriers):
-            pts = sorted((b.parties, b.round_s * 1e6) for b in barriers if b.label == label)
-            ax.plot(*zip(*pts), marker="o", label=label)
-        parties = sorted({b.parties for b in barriers})
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(parties, [str(p) for p in parties])
-        ax.minorticks_off()
-        ax.set(xlabel="parties", ylabel="one allreduce round, µs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-        paths.append(folder / "scaling_barrier_rounds.png")
-        fig.savefig(paths[-1], dpi=110)
-    return paths
-
-
 def report(benchmarks, plots=None) -> tuple:
     """(text, figure paths) of benchmark records; ``plots`` is the figures' folder, None for none."""
     records = load(benchmarks)
     train, barriers = rows(records), barrier_rows(records)
+    from ..plots.scaling import plot       # matplotlib only when figures are wanted
     paths = plot(train, barriers, plots) if plots is not None and (train or barriers) else []
     text = table(train, barriers) if train or barriers else "no fastffnn benchmarks in these results\n"
     return text + "".join(f"wrote {p}\n" for p in paths), paths
 
 
 def main(argv: list | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastffnn.bench", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m fastffnn.reports.scaling", description=__doc__.split("\n")[0],
                                      epilog="Write the JSON with: pytest benchmarks --benchmark-only "
                                             "--benchmark-json=results.json")
     parser.add_argument("json", nargs="+", help="pytest-benchmark JSON file(s) (--benchmark-json)")
