@@ -1,15 +1,17 @@
 """Test-only fault injection: the drivers consult the plan at fixed points, so tests can make an
-instance raise, hang, die or go non-finite at a chosen epoch and place (RELIABILITY.md)."""
+instance raise, hang, die or go non-finite at a chosen epoch and place (RELIABILITY.md), or mark
+on stdout that the run got there."""
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 WHERE = ("kernel", "barrier", "reduction", "sync")
-WHAT = ("raise", "hang", "kill", "nan", "exit", "slow", "unpicklable")
+WHAT = ("raise", "hang", "stuck", "kill", "nan", "exit", "slow", "unpicklable", "mark")
 
 
 class InjectedFault(RuntimeError):
@@ -37,7 +39,7 @@ class Fault:
     epoch: int
     where: str = "kernel"
     what: str = "raise"
-    seconds: float = 0.05   # for "slow"
+    seconds: float = 0.05   # for "slow" and "stuck"
 
 
 _PLAN: list = []
@@ -73,7 +75,13 @@ def trigger(fault: Fault, params_row, cancel: threading.Event) -> None:
         cancel.wait()          # a hang that ends only when the run is cancelled
     elif what == "slow":
         cancel.wait(fault.seconds)
+    elif what == "stuck":
+        time.sleep(fault.seconds)   # a hang the cancel flag cannot end (processes only: it is killed)
     elif what == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif what == "exit":
         os._exit(0)
+    elif what == "mark":
+        # tells a test watching stdout that this point of the run was reached (a worker process
+        # shares its parent's stdout)
+        print(f"MARK {fault.instance} {fault.epoch}", flush=True)

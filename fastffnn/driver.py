@@ -42,7 +42,8 @@ def _per_epoch(span):
     an epoch nothing else can run, which is what this kernel is there to show)."""
     @functools.wraps(span)
     def run(params, velocity, rng, losses, *rest):
-        for e in range(losses.shape[0]):
+        # a zero-epoch span (the warm-up) still calls the kernel once: that compiles it
+        for e in range(max(1, losses.shape[0])):
             span(params, velocity, rng, losses[e:e + 1], *rest)
     return run
 

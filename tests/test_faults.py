@@ -1,4 +1,5 @@
-"""RELIABILITY.md's fault matrix, rows 1-15 and 23-25, on every backend where the row applies.
+"""RELIABILITY.md's fault matrix, rows 1-15 and 23-26, on every backend where the row applies
+(rows 3, 26-29 on the runtime's own terms: ``test_runtime.py``).
 
 Faults are injected with ``fastffnn._faults.inject``.  "kill" and "exit" end the process they
 run in, so they are injected on the processes backend only; rows that kill or interrupt the
@@ -175,37 +176,37 @@ def test_worker_exiting_early_is_a_failure(where, instance, epoch):
     assert err.instance == instance and "exited with code 0 before completion" in str(err)
 
 
-# -- rows 7 and 8: the parent is killed; Ctrl-C --------------------------------------------------
+# -- rows 7, 8 and 26: the parent is killed; Ctrl-C in the middle of a long round -----------------
 
+# One sync round of about a minute (2 instances x 1000 epochs of ~0.05 s on 50,000 samples); a
+# mark on stdout says the run is inside it (instance 0, epoch 2).
 SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import signal, sys
     # a terminal's Ctrl-C, whatever the test runner inherited (a shell's background job ignores SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     import fastffnn as ff
     from fastffnn._faults import Fault, inject
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 8)); y = (X[:, 0] > 0).astype(int)
-    def callback(point):
-        if point.round == 0:
-            print("READY", os.getpid(), flush=True)
-    with inject(Fault(1, 15, "kernel", "hang")):
-        ff.train(X, y, hidden=(8, 8), instances=4, epochs=60, sync_every=10, workers=2, timeout=120.0,
-                 backend=sys.argv[1], callback=callback)
+    X = rng.normal(size=(50_000, 30)); y = (X[:, 0] > 0).astype(int)
+    with inject(Fault(0, 2, "kernel", "mark")):
+        ff.train(X, y, hidden=(64, 64), instances=2, epochs=1000, sync="average", sync_every=1000,
+                 workers=2, timeout=60.0, backend=sys.argv[1])
 """)
+ROUND_S = 50.0      # what the round would take: several times every bound asserted below
 
 
 def start_script(backend):
     """The script in a new session (so a Ctrl-C reaches its whole process group, as a terminal's
-    does); returns (Popen, pid) once it is inside its run, at the first sync point."""
+    does); returns (Popen, pid) once it is inside its long round."""
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, backend], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     line = proc.stdout.readline()
-    if not line.startswith("READY"):
+    if not line.startswith("MARK"):
         proc.kill()
         _, stderr = proc.communicate()
         pytest.fail(f"the script did not start its run: {line!r}\n{stderr}")
-    return proc, int(line.split()[1])
+    return proc, proc.pid
 
 
 def wait_gone(pids, seconds=10.0) -> set:
@@ -218,8 +219,8 @@ def wait_gone(pids, seconds=10.0) -> set:
 
 @pytest.mark.timeout(120)
 def test_parent_sigkilled_workers_exit_and_segments_are_swept():
-    """Row 7: workers notice the parent's death (even the one hanging) and exit; the stale
-    segments are swept by the next run."""
+    """Row 7: workers notice the parent's death (in the middle of their kernels) and exit; the
+    stale segments are swept by the next run."""
     proc, pid = start_script("processes")
     try:
         workers = child_pids(pid)
@@ -236,20 +237,22 @@ def test_parent_sigkilled_workers_exit_and_segments_are_swept():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("backend", PARALLEL)
+@pytest.mark.parametrize("backend", ALL)
 def test_ctrl_c_cancels_everything(backend):
-    """Row 8: SIGINT to the process group mid-run: KeyboardInterrupt, promptly, nothing left."""
+    """Rows 8 and 26: SIGINT to the process group in the middle of a round of about a minute:
+    every kernel stops within a step, KeyboardInterrupt, nothing left behind -- in well under
+    the round's time (5 s covers the interpreter's exit and the pool's)."""
     proc, pid = start_script(backend)
     children = child_pids(pid)
     t = time.monotonic()
     os.killpg(pid, signal.SIGINT)
     try:
-        _, stderr = proc.communicate(timeout=20)
+        _, stderr = proc.communicate(timeout=ROUND_S)
     except subprocess.TimeoutExpired:
         os.killpg(pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail("Ctrl-C did not end the run")
-    assert time.monotonic() - t < 15
+    assert time.monotonic() - t < 5.0
     assert "KeyboardInterrupt" in stderr
     assert proc.returncode in (-signal.SIGINT, 1, 130)
     assert "resource_tracker" not in stderr and "leaked" not in stderr, stderr

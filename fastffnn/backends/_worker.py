@@ -113,8 +113,8 @@ def _exit_with_parent(fd: int) -> None:
 
 
 def serve(conn, parent_fd: int) -> None:
-    """The worker's life: say "ready", then serve ("run", plan, segments, worker) messages until
-    ("exit",) or the parent closes the connection."""
+    """The worker's life: say "ready", then serve ("run", plan, segments, worker) messages -- and
+    ("ping",), answered "ready" -- until ("exit",) or the parent closes the connection."""
     from threadpoolctl import threadpool_limits
     _exit_with_parent(parent_fd)
     threadpool_limits(1)        # this process runs one instance at a time on one core
@@ -125,6 +125,9 @@ def serve(conn, parent_fd: int) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
+        if msg[0] == "ping":
+            conn.send(("ready", os.getpid()))
+            continue
         if msg[0] != "run":
             return
         run_one(conn, *msg[1:])

@@ -127,10 +127,6 @@ class PooledWorker:
         self.conn.send(sys.path)
         self.started = False
 
-    def idle_and_alive(self) -> bool:
-        """Whether it can take a run: alive, and nothing unread (a dead worker's end-of-file)."""
-        return self.proc.poll() is None and not self.conn.poll()
-
     def exit_code(self, timeout: float = 1.0) -> int | None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             return self.proc.wait(timeout)
@@ -161,15 +157,16 @@ class WorkerPool:
 
     def acquire(self, n: int, groups: tuple) -> list:
         with self._lock:
-            for worker in [w for w in self.idle if not w.idle_and_alive()]:
-                self.idle.remove(worker)
-                worker.close(kill=True)
-            while len(self.idle) < n:
-                self.idle.append(PooledWorker())
             workers, self.idle = self.idle[:n], self.idle[n:]
+            workers += [PooledWorker() for _ in range(n - len(workers))]
             self.busy.update(workers)
         try:
-            self._started(workers, groups)
+            replaced = self._ready(workers, groups, pinged=[w for w in workers if w.started])
+            for i in replaced:          # died just before this run: start a fresh one in its place
+                self.discard(workers[i])
+                workers[i] = PooledWorker()
+                self.busy.add(workers[i])
+            self._ready(workers, groups, pinged=[])
         except BaseException:
             for worker in workers:
                 self.discard(worker)
@@ -177,11 +174,18 @@ class WorkerPool:
         return workers
 
     @staticmethod
-    def _started(workers: list, groups: tuple) -> None:
-        """Wait until every new worker has said "ready"; one that fails or dies before raises
-        ``InstanceFailed`` with its own traceback (or exit code), naming its first instance."""
+    def _ready(workers: list, groups: tuple, pinged: list) -> list:
+        """Wait until every new worker has said "ready", and every one in ``pinged`` has answered
+        a ping (a worker killed between runs may not have closed its connection yet when the run
+        starts: its answer is then end-of-file).  A new worker that fails or dies before raises
+        ``InstanceFailed`` with its own traceback (or exit code), naming its first instance;
+        returns the positions of the pinged workers that turned out dead."""
+        for worker in pinged:
+            with contextlib.suppress(OSError):
+                worker.conn.send(("ping",))
+        dead = []
         deadline = monotonic() + STARTUP_TIMEOUT
-        pending = {w.conn: (i, w) for i, w in enumerate(workers) if not w.started}
+        pending = {w.conn: (i, w) for i, w in enumerate(workers) if not w.started or w in pinged}
         while pending:
             ready = wait_any(list(pending), timeout=max(0.0, deadline - monotonic()))
             if not ready:
@@ -196,11 +200,15 @@ class WorkerPool:
                 if msg[0] == "ready":
                     worker.started = True
                     continue
+                if worker in pinged:
+                    dead.append(i)
+                    continue
                 cause = (WorkerStartFailed(f"worker process {worker.pid} failed to start:\n{msg[2]}")
                          if msg[0] == "failed" else
                          WorkerDied(f"worker process {worker.pid} exited with code {worker.exit_code()} "
                                     f"before it was ready"))
                 raise InstanceFailed(groups[i][0], 0, cause)
+        return dead
 
     def release(self, worker: PooledWorker) -> None:
         with self._lock:
