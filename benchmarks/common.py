@@ -230,7 +230,7 @@ def time_call(benchmark, target, rounds: int | None = None):
 
 def busy_seconds(result: ff.TrainResult, groups: list) -> float:
     """The longest a worker spent computing or waiting at the barrier; the rest of ``wall`` is
-    starting and stopping the workers (the process spawn cost)."""
+    handing the run to the workers and collecting it."""
     t = result.timing
     return max(float(t.compute[g].sum() + t.barrier_wait[g[0]]) for g in groups)
 

@@ -15,14 +15,16 @@ WHAT = ("raise", "hang", "stuck", "kill", "nan", "exit", "slow", "unpicklable", 
 
 
 class InjectedFault(RuntimeError):
-    """The exception an injected "raise" fault throws."""
+    """The exception an injected "raise" fault throws; ``raised_at`` is its ``time.monotonic()``
+    (system-wide, so comparable across processes): the benchmarks time how fast a run stops."""
 
-    def __init__(self, instance: int, epoch: int):
+    def __init__(self, instance: int, epoch: int, raised_at: float | None = None):
         super().__init__(f"injected fault in instance {instance} at epoch {epoch}")
         self.instance, self.epoch = instance, epoch
+        self.raised_at = time.monotonic() if raised_at is None else raised_at
 
     def __reduce__(self):
-        return type(self), (self.instance, self.epoch)
+        return type(self), (self.instance, self.epoch, self.raised_at)
 
 
 class _Unpicklable(RuntimeError):

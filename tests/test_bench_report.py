@@ -35,7 +35,7 @@ def synthetic_records():
         train_record("backends-seed", "threads/numba", 1, 0.5),         # 200 /s
         train_record("backends-seed", "threads/numba", 2, 0.5),         # 400 /s: speedup 2
         train_record("backends-seed", "threads/numba", 4, 1.25),        # 320 /s: speedup 1.6
-        train_record("backends-seed", "processes/numba", 2, 0.8, spawn_s=0.3),
+        train_record("backends-seed", "processes/numba", 2, 0.8, overhead_s=0.3),
         train_record("gil-seed", "threads/numba-gil", 1, 0.5),
         train_record("gil-seed", "threads/numba-gil", 2, 1.0),
         train_record("sync-seed", "none", 8, 2.0),
@@ -92,7 +92,7 @@ def test_rows_derive_throughput_speedup_efficiency_and_roofline(records):
     r = by(rows, "backends-seed", "threads/numba", 4)
     assert r.speedup == pytest.approx(1.6) and r.efficiency == pytest.approx(0.8)   # 4 instances, 2 cores
     assert by(rows, "gil-seed", "threads/numba-gil", 2).speedup == pytest.approx(1.0)
-    assert by(rows, "backends-seed", "processes/numba", 2).note == "spawn+join 0.30 s"
+    assert by(rows, "backends-seed", "processes/numba", 2).note == "outside compute 0.300 s"
 
 
 def test_speedup_falls_back_to_the_same_label_at_n_1_when_no_serial_run():

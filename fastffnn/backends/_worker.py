@@ -86,8 +86,9 @@ def attach(segments: dict) -> dict:
     return {name: map_segment(path, shape, dtype, create=False) for name, (path, shape, dtype) in segments.items()}
 
 
-def run_one(conn, plan, segments: dict, worker: int) -> None:
-    """One run's share of this worker; every way it ends is reported to the parent."""
+def run_one(conn, plan, segments: dict, worker: int) -> str:
+    """One run's share of this worker; every way it ends is reported to the parent, and returned
+    ("done", "cancelled" or "failed")."""
     group = list(plan.groups[worker])
     try:
         ctx = Context(plan, attach(segments))
@@ -102,6 +103,7 @@ def run_one(conn, plan, segments: dict, worker: int) -> None:
         end = portable(failure) if failure is not None else ("cancelled",) if ctx.cancel.is_set() else ("done",)
     with contextlib.suppress(OSError):
         conn.send(end)
+    return end[0]
 
 
 def _exit_with_parent(fd: int) -> None:
@@ -130,5 +132,5 @@ def serve(conn, parent_fd: int) -> None:
             continue
         if msg[0] != "run":
             return
-        run_one(conn, *msg[1:])
-        gc.collect()            # a failure's traceback may still hold this run's mappings
+        if run_one(conn, *msg[1:]) == "failed":
+            gc.collect()        # the failure's traceback (a cycle) still holds this run's mappings

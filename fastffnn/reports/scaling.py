@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BASELINE", "Row", "BarrierRow", "load", "derived", "rows", "barrier_rows", "table", "report", "main"]
+__all__ = ["BASELINE", "Row", "BarrierRow", "LatencyRow", "load", "latency_rows", "derived", "rows", "barrier_rows", "table", "report", "main"]
 
 BASELINE = ("serial/numba", 1)      # (label, instances) every speedup is measured against
 
@@ -107,8 +107,8 @@ def rows(benchmarks) -> list:
                   info.get("workers"), info["epochs"], info["n_samples"], info["cores"], _median(b),
                   figures["instance_epochs_per_s"], figures["pct_roofline"], figures["flops_per_s"],
                   peer=bool(info.get("peer")), dgemm_gflops=dgemm)
-        if info.get("spawn_s") is not None:
-            row.note = f"spawn+join {info['spawn_s']:.2f} s"
+        if info.get("overhead_s") is not None:
+            row.note = f"outside compute {info['overhead_s']:.3f} s"
         out.append(row)
     _speedups(out)
     _notes(out)
@@ -135,6 +135,7 @@ def _notes(out: list) -> None:
         plain = next((r for r in members if r.label.endswith("none")), None)
         seed = next((r for r in members if r.workload == "seed"), None)
         ours = max((r.throughput for r in members if not r.peer), default=None)
+        threads = next((r for r in members if r.label.startswith("threads")), None)
         for r in members:
             if r.area == "sync" and plain is not None and r is not plain:
                 r.note = f"{100 * (r.median / plain.median - 1):+.1f} % time vs sync none"
@@ -143,6 +144,23 @@ def _notes(out: list) -> None:
                     f", {r.flops_per_s / seed.flops_per_s:.2f}x seed's" if seed is not None else "")
             elif r.area == "peers" and r.peer and ours:
                 r.note = f"best fastffnn is {ours / r.throughput:.2f}x this"
+            elif r.area == "runtime" and threads is not None and r is not threads:
+                r.note = f"{r.throughput / threads.throughput:.2f}x threads"
+
+
+@dataclass
+class LatencyRow:
+    """One latency benchmark: the median seconds of what it times (``latency_s`` in its
+    ``extra_info`` when it times less than its whole call)."""
+
+    group: str
+    label: str
+    seconds: float
+
+
+def latency_rows(benchmarks) -> list:
+    return [LatencyRow(b["group"], b["extra_info"]["label"], b["extra_info"].get("latency_s") or _median(b))
+            for b in load(benchmarks) if b.get("extra_info", {}).get("kind") == "latency"]
 
 
 def barrier_rows(benchmarks) -> list:
@@ -170,8 +188,9 @@ def _num(value, spec: str, mark: str = "") -> str:
     return "-" if value is None else format(value, spec) + mark
 
 
-def table(train: list, barriers: list = ()) -> str:
-    """The report's text: one table of training throughput, one of barrier rounds."""
+def table(train: list, barriers: list = (), latencies: list = ()) -> str:
+    """The report's text: one table of training throughput, one of barrier rounds, one of
+    latencies."""
     parts = []
     if train:
         lines = [[r.group, r.workload if r.area == "growth" else r.label, r.instances, _num(r.workers, "d"),
@@ -191,16 +210,20 @@ def table(train: list, barriers: list = ()) -> str:
     if barriers:
         lines = [[b.group, b.label, b.parties, f"{b.round_s * 1e6:,.1f}", b.note] for b in barriers]
         parts.append(_format(["group", "barrier", "parties", "round µs", "note"], lines, "llrrl"))
+    if latencies:
+        lines = [[r.group, r.label, f"{r.seconds * 1e3:,.1f}"] for r in latencies]
+        parts.append(_format(["group", "what", "median ms"], lines, "llr"))
     return "\n\n".join(parts) + "\n"
 
 
 def report(benchmarks, plots=None) -> tuple:
     """(text, figure paths) of benchmark records; ``plots`` is the figures' folder, None for none."""
     records = load(benchmarks)
-    train, barriers = rows(records), barrier_rows(records)
+    train, barriers, latencies = rows(records), barrier_rows(records), latency_rows(records)
     from ..plots.scaling import plot       # matplotlib only when figures are wanted
     paths = plot(train, barriers, plots) if plots is not None and (train or barriers) else []
-    text = table(train, barriers) if train or barriers else "no fastffnn benchmarks in these results\n"
+    text = (table(train, barriers, latencies) if train or barriers or latencies
+            else "no fastffnn benchmarks in these results\n")
     return text + "".join(f"wrote {p}\n" for p in paths), paths
 
 
