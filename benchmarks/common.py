@@ -188,7 +188,7 @@ def check_result(wl: Workload, losses: np.ndarray, predicted: np.ndarray | None)
 
 def describe(benchmark, wl: Workload, roofline: Roofline, timed: bool, *, area: str, backend: str,
              instances: int, kernel: str | None = None, label: str | None = None, **settings) -> None:
-    """Settings of a training benchmark, in ``extra_info`` (what ``fastffnn.bench`` reads); the
+    """Settings of a training benchmark, in ``extra_info`` (what ``fastffnn.reports.scaling`` reads); the
     label defaults to ``backend/kernel``."""
     benchmark.group = f"{area}-{wl.name}" if area != "growth" else "growth"
     label = label or (backend if kernel is None else f"{backend}/{kernel}")

@@ -355,11 +355,13 @@ class ForkedParty:
 
 class ProcessHarness:
     """Parties are child processes behind ``PipeBarrier``; the parent's ``ProcessCoordinator``
-    drives every round and runs the action, and a broken run kills every child -- as
-    ``ProcessesBackend.execute`` does.
+    drives every round and runs the action; a timer stands in for the run's watchdog (it sets
+    the cancel flag, which breaks the coordinator's wait), and a broken run kills every child
+    (the backend instead lets its pooled workers report, and kills only those that do not).
 
-    Children are forked, not spawned: neither side of the barrier depends on the start method,
-    and a spawned child spends seconds importing fastffnn (the backend's own tests spawn).  Each
+    Children are forked, not started as the backend starts its workers: neither side of the
+    barrier depends on how the process started, and a fresh interpreter spends a second
+    importing fastffnn (the backend's own tests start them).  Each
     child is forked right after the previous one's pipe end is closed, so that it holds no copy
     of another child's end."""
 

@@ -1,8 +1,8 @@
 """Every backend returns bit-identical results; sync strategies and run-time hyperparameter
 changes really change learning; the data is stored once (DESIGN.md, Backends and Sync).
 
-Process runs cost seconds each (spawn), so each test below runs them once or twice and shares them
-between assertions; the other backends run every combination."""
+Process runs start a worker pool (seconds; each test closes it), so each test below runs them once
+or twice and shares them between assertions; the other backends run every combination."""
 from __future__ import annotations
 
 import itertools

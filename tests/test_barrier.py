@@ -114,8 +114,9 @@ def test_single_party(harness):
 
 
 def test_default_timeout_breaks_for_all(harness):
-    """One party is late: the others break on the barrier's own timeout (for processes: the
-    coordinator does, and kills them), and the late one finds it broken."""
+    """One party is late: the others break on the barrier's own timeout (for processes: on the
+    cancel flag that the run's watchdog -- here a timer -- sets, and the harness kills them), and
+    the late one finds it broken."""
     p, late = harness.parties, harness.parties // 2
     outcome = harness.run(cases.late_party, p, rounds=1, args=(late,), timeout=TIMEOUT)
     assert outcome.broken and outcome.failure is None, outcome
@@ -171,7 +172,8 @@ def test_stress_reduction_matches_reference(harness):
 @pytest.mark.parametrize("harness", ["processes"], indirect=True)    # a thread cannot be killed
 def test_killed_party_breaks_promptly(harness):
     """RELIABILITY rows 4-5: a child SIGKILLed inside the sync section (arrived, verdict not yet
-    received) is seen through its sentinel at once -- not at the timeout -- and named."""
+    received) is seen at once through its connection's end-of-file -- not at the timeout -- and
+    named."""
     p, victim, epoch = harness.parties, 1, 2
     outcome = harness.run(cases.waits, p, rounds=5, args=(5,), timeout=LONG,
                           faults=(Fault(victim, epoch, "sync", "kill"),))

@@ -35,7 +35,8 @@ PARALLEL = ("threads", "processes", "prange")
 ALL = ("serial",) + PARALLEL
 N, EPOCHS, EVERY = 4, 60, 10
 GROUPS = ([0, 1], [2, 3])           # N = 4 instances over workers = 2
-# "promptly": well under the 120 s timeout of these runs (spawning takes seconds on 2 busy cores)
+# "promptly": well under the 120 s timeout of these runs (starting the worker pool takes seconds on
+# 2 busy cores)
 PROMPT = {"serial": 10.0, "threads": 10.0, "prange": 10.0, "processes": 60.0}
 
 
@@ -160,7 +161,8 @@ def test_slow_under_timeout_gives_the_same_result(backend):
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("where,instance,epoch", [("kernel", 2, 33), ("sync", 1, 19)])
 def test_worker_sigkilled_is_reported_with_the_signal(where, instance, epoch):
-    """Row 4 (mid-epoch) and row 5 (inside the sync section): the sentinel tells, at once."""
+    """Row 4 (mid-epoch) and row 5 (inside the sync section): the connection's end-of-file tells,
+    at once."""
     err, seconds = fails(ff.InstanceFailed, "processes", [Fault(instance, epoch, where, "kill")])
     assert (err.instance, err.epoch) == (instance, epoch)
     assert isinstance(err.__cause__, processes.WorkerDied)

@@ -340,9 +340,6 @@ class ProcessCoordinator:
     def finish(self) -> None:
         self._gather("done")
 
-    def abort(self) -> None:
-        """Nothing to do here: the cancel flag ends every gather (``drain`` then collects the workers)."""
-
     def drain(self) -> list:
         """After a failed run: let every worker that has not ended report how it did (the cancel
         flag is set, so its kernels stop within a step; one waiting for a verdict gets "abort").
