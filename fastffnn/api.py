@@ -1,5 +1,7 @@
-"""``fastffnn.train``: validate and convert everything here, in the calling process, build the
-``Plan``, and hand it to ``driver.run``; nothing else happens here."""
+"""``fastffnn.train`` and ``fastffnn.resume``: validate and convert everything here, in the calling
+process, build the ``Plan`` and the ``Start``, and hand them to ``driver.run``; nothing else
+happens here.  A fresh run is a resumed one at epoch 0: after validation both take one path
+(``_launch``)."""
 from __future__ import annotations
 
 import os
@@ -12,10 +14,13 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 
 from . import _faults, driver
 from .backends import BACKENDS, get_backend
+from .backends.base import cpu_count  # noqa: F401  (benchmarks read the cores from here)
+from .checkpoint import Writer, data_digest, load
 from .driver import KERNELS, Plan, Start
+from .errors import CheckpointError
 from .hyperparams import HyperParams
 from .network import ACTIVATIONS, Topology, init_params
-from .results import TrainResult
+from .results import History, Timing, TrainResult, TrainState
 from .sync import STRATEGIES, SYNC_LAYERS, SyncSettings, check_options
 
 CONSTRAINTS = {
@@ -26,6 +31,7 @@ CONSTRAINTS = {
     "epochs": [Interval(Integral, 1, None, closed="left")],
     "backend": [StrOptions(set(BACKENDS))],
     "workers": [Interval(Integral, 1, None, closed="left"), None],
+    "ray_address": [str, None],
     "kernel": [StrOptions(set(KERNELS))],
     "sync": [StrOptions(set(STRATEGIES))],
     "sync_every": [Interval(Integral, 1, None, closed="left")],
@@ -37,12 +43,19 @@ CONSTRAINTS = {
     "progress": ["boolean"],
     "validation": [tuple, None],
     "callback": [callable, None],
+    "snapshots": ["array-like", None],
+    "checkpoint": [str, os.PathLike, None],
+    "checkpoint_every": [Interval(Integral, 1, None, closed="left"), None],
 }
-
-
-def cpu_count() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# resume's: the checkpoint, the total epochs, and train's constraints for the options a resumed
+# run may choose anew (backend None: the run's own)
+RESUME_CONSTRAINTS = {
+    "path": [str, os.PathLike],
+    "epochs": [Interval(Integral, 1, None, closed="left"), None],
+    "backend": [*CONSTRAINTS["backend"], None],
+    **{name: CONSTRAINTS[name] for name in ("workers", "ray_address", "timeout", "progress", "validation", "callback",
+                                            "snapshots", "checkpoint", "checkpoint_every")},
+}
 
 
 def encode_targets(y: np.ndarray, classes: np.ndarray, dtype) -> np.ndarray:
@@ -63,6 +76,45 @@ def check_data(X, y, dtype):
     return X, y, classes
 
 
+def check_validation(validation, X: np.ndarray, classes: np.ndarray, dtype) -> tuple | None:
+    """(X_val, T_val) in the run's dtype from ``validation`` = (X_val, y_val), or None."""
+    if validation is None:
+        return None
+    if len(validation) != 2:
+        raise ValueError(f"The 'validation' parameter of train must be a pair (X_val, y_val). Got a "
+                         f"tuple of length {len(validation)} instead.")
+    X_val = check_array(validation[0], dtype=dtype, order="C", input_name="X_val")
+    if X_val.shape[1] != X.shape[1]:
+        raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {X.shape[1]}.")
+    y_val = column_or_1d(validation[1], warn=True)
+    check_consistent_length(X_val, y_val)
+    unseen = np.setdiff1d(y_val, classes)
+    if unseen.size:
+        raise ValueError(f"y_val holds labels {unseen.tolist()} not seen in y.")
+    return X_val, encode_targets(y_val, classes, dtype)
+
+
+def check_snapshots(snapshots, epochs: int) -> list:
+    """The snapshot epochs, sorted and without repeats."""
+    if snapshots is None:
+        return []
+    values = np.asarray(snapshots, dtype=object).ravel().tolist()
+    if not all(isinstance(e, Integral) and not isinstance(e, bool) and 0 <= e <= epochs for e in values):
+        raise ValueError(f"The 'snapshots' parameter of train must be a list of epochs, ints in the range "
+                         f"[0, {epochs}] (0 is the initial weights, {epochs} the end). Got {snapshots!r} instead.")
+    return sorted({int(e) for e in values})
+
+
+def plan_rounds(start: int, epochs: int, sync_every: int, snapshots) -> tuple[tuple, frozenset]:
+    """(rounds, snapshot_only): epochs [start, epochs) cut at every multiple of ``sync_every`` --
+    counted from epoch 0, so a resumed run syncs where the straight one does -- at the end, and at
+    the snapshot epochs in between, which are the round ends that are not sync points."""
+    syncs = set(range((start // sync_every + 1) * sync_every, epochs, sync_every)) | {epochs}
+    ends = sorted(syncs | {e for e in snapshots if start < e < epochs})
+    bounds = [start, *ends]
+    return tuple(zip(bounds[:-1], bounds[1:])), frozenset(ends) - syncs
+
+
 def resolve_hyperparams(hyperparams, instances) -> list:
     if hyperparams is None or isinstance(hyperparams, HyperParams):
         return [hyperparams or HyperParams()] * (8 if instances is None else instances)
@@ -80,7 +132,8 @@ def resolve_hyperparams(hyperparams, instances) -> list:
 def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperparams=None, epochs=1000,
           backend="threads", workers=None, kernel="numba", sync="none", sync_every=100,
           sync_layers="last", sync_options=None, dtype="float64", seed=0, timeout=60.0, progress=False,
-          validation=None, callback=None) -> TrainResult:
+          validation=None, callback=None, snapshots=None, checkpoint=None, checkpoint_every=None,
+          ray_address=None) -> TrainResult:
     """Train N instances of one feed-forward network in parallel on shared data.
 
     Parameters
@@ -99,18 +152,20 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         One for all instances, or one each (``fastffnn.vary``).
     epochs : int
         Epochs each instance trains.
-    backend : {"serial", "threads", "processes", "prange"}
+    backend : {"serial", "threads", "processes", "prange", "ray"}
         Where instances run (``fastffnn.backends.BACKENDS``); every backend returns bit-identical
         results.
     workers : int, optional
-        Threads or processes used (default: cores, at most N); instances are split among them.
+        Threads, processes or Ray actors used (default: cores -- with Ray, the cluster's CPUs --
+        at most N); instances are split among them.
     kernel : {"numba", "numba-gil", "numpy"}
         The nogil Numba kernels, the same holding the GIL, or plain numpy (the report's way).
     sync : {"none", "average", "weighted", "best"}
         What instances exchange every ``sync_every`` epochs (the report's cases 1 and 2; case 3 is
         ``HyperParams.penalty``).
     sync_every : int
-        Epochs between sync points; the global loss is reduced and recorded at each.
+        Epochs between sync points; the global loss is reduced and recorded at each.  The last
+        epoch is a sync point too.
     sync_layers : {"last", "all"}
         Layers a sync touches: the output layer (the report's choice) or all (local SGD).
     sync_options : dict, optional
@@ -124,11 +179,26 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         are behind and the epoch each reached.  A run that keeps progressing never fails, however
         long its rounds; set it above the time of one epoch.  None: no watchdog.
     progress : bool
-        Show a progress bar.
+        Show a progress bar over epochs, with the global loss at each sync point.
     validation : (X_val, y_val), optional
         Scored per instance at every sync; "weighted" and "best" rank instances on it.
     callback : callable, optional
         Called with a ``fastffnn.sync.SyncPoint`` at every sync; may change hyperparameters.
+    snapshots : list of int, optional
+        Epochs at which every instance's flat parameters are recorded into
+        ``result.history.snapshots`` ({epoch: (N, P)}); 0 is the initial weights.  A snapshot
+        epoch between sync points ends a round there without a sync, which changes no result.
+    checkpoint : str or path-like, optional
+        A file to write the run to at sync points (``fastffnn.checkpoint``), atomically, keeping
+        the previous one as ``<checkpoint>.prev``; ``fastffnn.resume`` continues from it.
+    checkpoint_every : int, optional
+        Epochs between checkpoints: one is written at the first sync point at least this many
+        epochs after the last.  None: at every sync point.  The end of the run is always written.
+
+    ray_address : str, optional
+        ``backend="ray"``: the cluster to run on (``ray start --head`` prints it); else the
+        ``RAY_ADDRESS`` environment variable, else the Ray this process is connected to, else a
+        local Ray that the run starts and stops.
 
     Returns
     -------
@@ -139,39 +209,110 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     hidden = tuple(hidden)
     if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
         raise ValueError(f"The 'hidden' parameter of train must be a tuple of ints >= 1. Got {hidden!r} instead.")
-    check_options(sync_options)
+    options = check_options(sync_options)
+    snapshots = check_snapshots(snapshots, epochs)
     X, y, classes = check_data(X, y, dtype)
     T = encode_targets(y, classes, dtype)
-    val = None
-    if validation is not None:
-        if len(validation) != 2:
-            raise ValueError(f"The 'validation' parameter of train must be a pair (X_val, y_val). Got a "
-                             f"tuple of length {len(validation)} instead.")
-        X_val = check_array(validation[0], dtype=dtype, order="C", input_name="X_val")
-        if X_val.shape[1] != X.shape[1]:
-            raise ValueError(f"X_val has {X_val.shape[1]} features, but X has {X.shape[1]}.")
-        y_val = column_or_1d(validation[1], warn=True)
-        check_consistent_length(X_val, y_val)
-        unseen = np.setdiff1d(y_val, classes)
-        if unseen.size:
-            raise ValueError(f"y_val holds labels {unseen.tolist()} not seen in y.")
-        val = (X_val, encode_targets(y_val, classes, dtype))
+    val = check_validation(validation, X, classes, dtype)
     hps = resolve_hyperparams(hyperparams, instances)
-    N = len(hps)
+    N, n = len(hps), X.shape[0]
     topology = Topology((X.shape[1], *hidden, T.shape[1]), activation)
-    n_workers = min(N, cpu_count() if workers is None else workers)
-    groups = tuple(tuple(int(k) for k in g) for g in np.array_split(np.arange(N), n_workers))
-    boundaries = list(range(0, epochs, sync_every)) + [epochs]
-    plan = Plan(topology, kernel, tuple(zip(boundaries[:-1], boundaries[1:])), groups, _faults.plan(),
-                timeout, dtype, X.shape[0], X.shape[1])
     # instance k draws from child k of its own seed, else of the run seed (SeedSequence.spawn's
     # children): a HyperParams with a seed shared by all instances still gives N different starts
     seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
              for k, hp in enumerate(hps)]
     params, rng = init_params(topology, seeds, dtype)
-    start = Start(X, T, params, rng, np.array([hp.row(X.shape[0]) for hp in hps]))
-    config = dict(hidden=hidden, activation=activation, instances=N, epochs=epochs, backend=backend,
-                  workers=1 if backend == "serial" else n_workers, kernel=kernel, sync=sync,
-                  sync_every=sync_every, sync_layers=sync_layers, dtype=dtype, seed=seed, n_samples=X.shape[0])
-    return driver.run(plan, get_backend(backend), start,
-                      SyncSettings(sync, sync_layers, sync_options, val, callback), hps, classes, config, progress)
+    state = TrainState(np.zeros_like(params), rng, np.tile(np.arange(n), (N, 1)),
+                       np.array([hp.row(n) for hp in hps]).astype(dtype), epochs, data_digest(X, T, classes),
+                       None if val is None else data_digest(*val))
+    start = Start(X, T, params, state, History(np.empty((N, 0), dtype=dtype)), Timing(0.0, np.zeros(N), np.zeros(N)))
+    config = dict(hidden=tuple(int(h) for h in hidden), activation=activation, instances=N, epochs=int(epochs),
+                  kernel=kernel, sync=sync, sync_every=int(sync_every), sync_layers=sync_layers, sync_options=options,
+                  dtype=dtype, seed=int(seed), n_samples=n, n_features=X.shape[1], snapshots=snapshots)
+    return _launch(start, config, hps, classes, val, backend=backend, workers=workers, ray_address=ray_address,
+                   timeout=timeout,
+                   progress=progress, callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                   caller="train")
+
+
+def resume(path, X, y, *, epochs=None, validation=None, backend=None, workers=None, timeout=60.0, progress=False,
+           callback=None, snapshots=None, checkpoint=None, checkpoint_every=None, ray_address=None) -> TrainResult:
+    """Continue a checkpointed run, bit-identically: 25 epochs, a checkpoint and a resume to 50
+    give the weights, state and history of 50 epochs straight, on any backend.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A checkpoint (``fastffnn.save`` or ``train(checkpoint=...)``).
+    X, y : array-like
+        The data the run was trained on, given again: the checkpoint keeps only its digest, and a
+        resume on other data is refused (``CheckpointError``).
+    epochs : int, optional
+        The total to train to (not the epochs to add); by default the epochs the run was started
+        for.  The sync points stay on the run's grid, every ``sync_every`` epochs from 0.
+    validation : (X_val, y_val), optional
+        The run's validation data, given again if it had any (checked like X, y).
+    snapshots : list of int, optional
+        More epochs to record, past the checkpoint's (the snapshots the run took before it are
+        kept, and earlier epochs in this list are ignored): the same list as a straight run's gives
+        the same snapshots.
+    backend, workers, ray_address, timeout, progress, callback, checkpoint, checkpoint_every
+        As for ``train``; ``backend`` defaults to the run's.  Everything else -- topology,
+        hyperparameters, sync, dtype, kernel, seed -- is the run's own.
+
+    Returns
+    -------
+    TrainResult
+        The whole run: history from epoch 0, timing summed over its parts.
+    """
+    params = {k: v for k, v in locals().items() if k in RESUME_CONSTRAINTS}
+    validate_parameter_constraints(RESUME_CONSTRAINTS, params, caller_name="resume")
+    saved = load(path)
+    config, state = saved.config, saved.state
+    X, y, classes = check_data(X, y, config["dtype"])
+    T = encode_targets(y, classes, config["dtype"])
+    val = check_validation(validation, X, classes, config["dtype"])
+    if data_digest(X, T, classes) != state.data_sha256:
+        raise CheckpointError(path, f"was trained on other data than this X, y ({X.shape[0]} samples, "
+                                    f"{X.shape[1]} features; the run had {config['n_samples']} and "
+                                    f"{config['n_features']}); resume with the data it was trained on")
+    given = None if val is None else data_digest(*val)
+    if given != state.validation_sha256:
+        problem = ("was trained without validation data; resume it without" if state.validation_sha256 is None
+                   else "was trained with validation data; pass the run's validation=(X_val, y_val) again"
+                   if given is None else "was trained with other validation data than given here; pass the run's own")
+        raise CheckpointError(path, problem)
+    done = config["epochs"]
+    epochs = state.target_epochs if epochs is None else int(epochs)
+    if epochs <= done:
+        raise ValueError(f"The 'epochs' parameter of resume is the total to train to, and {path} has trained "
+                         f"{done} epochs. Got {epochs} instead; pass more than {done}.")
+    more = [e for e in check_snapshots(snapshots, epochs) if e > done]
+    start = Start(X, T, saved.ensemble.params, state, saved.history, saved.timing)
+    config = {**config, "epochs": epochs, "snapshots": sorted({*config["snapshots"], *more})}
+    return _launch(start, config, saved.hyperparams, classes, val,
+                   backend=config["backend"] if backend is None else backend, workers=workers,
+                   ray_address=ray_address, timeout=timeout,
+                   progress=progress, callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                   caller="resume")
+
+
+def _launch(start: Start, config: dict, hyperparams: list, classes: np.ndarray, validation, *, backend, workers,
+            ray_address, timeout, progress, callback, checkpoint, checkpoint_every, caller: str) -> TrainResult:
+    """Build the Plan of ``start`` (fresh or resumed) to ``config["epochs"]``, and run it."""
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError(f"The 'checkpoint_every' parameter of {caller} needs checkpoint=PATH, the file to "
+                         f"write. Got checkpoint_every={checkpoint_every!r} with checkpoint=None.")
+    e0, N = start.history.losses.shape[1], len(hyperparams)
+    writer = None if checkpoint is None else Writer(checkpoint, checkpoint_every, e0, caller)
+    runner = get_backend(backend, ray_address)
+    n_workers = runner.default_workers(N) if workers is None else min(N, workers)
+    groups = tuple(tuple(int(k) for k in g) for g in np.array_split(np.arange(N), n_workers))
+    rounds, snapshot_only = plan_rounds(e0, config["epochs"], config["sync_every"], config["snapshots"])
+    n, F = start.X.shape
+    topology = Topology((F, *config["hidden"], start.T.shape[1]), config["activation"])
+    plan = Plan(topology, config["kernel"], rounds, groups, _faults.plan(), timeout, config["dtype"], n, F,
+                frozenset(config["snapshots"]), snapshot_only)
+    config = {**config, "backend": backend, "workers": 1 if backend == "serial" else n_workers}
+    sync = SyncSettings(config["sync"], config["sync_layers"], config["sync_options"], validation, callback)
+    return driver.run(plan, runner, start, sync, hyperparams, classes, config, progress, writer)

@@ -1,8 +1,10 @@
 """The driver: allocate once, loop over sync rounds, run the span kernels, meet at the barrier.
 
-``run`` is the middle layer between ``fastffnn.train`` (which validates and builds the ``Plan``)
-and a backend: it allocates the run's shared arrays, fills them, runs the backend under the stall
-watchdog and builds the ``TrainResult``.  ``worker_loop`` is the one training loop; every backend
+``run`` is the middle layer between ``fastffnn.train`` / ``fastffnn.resume`` (which validate and
+build the ``Plan`` and the ``Start``) and a backend: it allocates the run's shared arrays, fills
+them from the start -- a fresh run is a resumed one at epoch 0 -- runs the backend under the stall
+watchdog and builds the ``TrainResult``.  Rounds end at sync points and at snapshot epochs; only
+the former run the sync strategy.  ``worker_loop`` is the one training loop; every backend
 runs it, and only decides where it runs (a worker thread, a pool of threads, worker processes),
 which instances each loop runs per round (a fixed group, or slices of a ``SharedRound`` for
 threads) and which barrier joins the loops.  The barrier's action -- the reduction and the sync
@@ -19,7 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import BrokenBarrierError
 from time import monotonic, perf_counter, sleep
 
@@ -33,7 +35,7 @@ from .kernels.config import N_HYPER
 from ._faults import Fault, trigger
 from .errors import InstanceFailed, SyncTimeout
 from .network import Ensemble, Topology
-from .results import History, Timing, TrainResult
+from .results import History, Timing, TrainResult, TrainState
 
 
 def _per_epoch(span):
@@ -58,21 +60,34 @@ class Plan:
 
     topology: Topology
     kernel: str
-    rounds: tuple          # ((first epoch, end epoch) of each sync round, ...)
+    rounds: tuple          # ((first epoch, end epoch) of each round, ...): cut at sync points and snapshots
     groups: tuple          # instances run by each worker
     faults: tuple          # armed test-only faults (fastffnn._faults)
     timeout: float | None
     dtype: str
     n_samples: int
     n_features: int
+    snapshots: frozenset = frozenset()      # epochs at which every instance's parameters are recorded
+    # round ends that are not sync points: the run meets at a barrier there only to take a
+    # snapshot (cutting a span never changes results), and the sync action does nothing else
+    snapshot_only: frozenset = frozenset()
 
     @property
     def instances(self) -> int:
         return sum(len(g) for g in self.groups)
 
     @property
+    def start(self) -> int:
+        """The epoch the run starts from: 0, or where a resumed run left off."""
+        return self.rounds[0][0]
+
+    @property
     def epochs(self) -> int:
         return self.rounds[-1][1]
+
+    def is_sync(self, r: int) -> bool:
+        """Whether round r ends at a sync point."""
+        return self.rounds[r][1] not in self.snapshot_only
 
     def array_specs(self) -> dict:
         """Name -> (shape, dtype) of every array the workers share.  Threads share the objects;
@@ -344,45 +359,77 @@ def _blas() -> ThreadpoolController:
 @dataclass
 class Start:
     """What a run starts from, in the run's dtype: data X (n, F) and encoded targets T (n, K),
-    parameters (N, P), batch-order generator states (N, 1) and hyperparameter rows (N, H)."""
+    parameters (N, P), the ``TrainState`` (velocity, batch-order generators, sample order,
+    hyperparameter rows, data digests), and the history and timing so far -- empty for a fresh
+    run, which is a resumed run at epoch 0."""
 
     X: np.ndarray
     T: np.ndarray
     params: np.ndarray
-    rng: np.ndarray
-    hyper: np.ndarray
+    state: TrainState
+    history: History
+    timing: Timing
 
 
 def run(plan: Plan, backend, start: Start, sync, hyperparams: list, classes: np.ndarray, config: dict,
-        progress: bool = False) -> TrainResult:
+        progress: bool = False, checkpoint=None) -> TrainResult:
     """Allocate the run's shared arrays on ``backend``, fill them from ``start``, run every round
-    with ``sync`` (``fastffnn.sync.SyncSettings``) as the barrier action, and build the result."""
+    with ``sync`` (``fastffnn.sync.SyncSettings``) as the barrier action, and build the result.
+    ``checkpoint`` (a ``fastffnn.checkpoint.Writer`` or None) is offered the run's result at every
+    sync point."""
     from .sync import SyncAction        # sync imports this module's names for its type hints only
+    e0 = plan.start
     with backend.allocate(plan.array_specs()) as arrays:
         ctx = Context(plan, arrays)
-        ctx.X[...], ctx.T[...], ctx.params[...], ctx.rng[...], ctx.hyper[...] = (
-            start.X, start.T, start.params, start.rng, start.hyper)
-        ctx.order[...] = np.arange(plan.n_samples)
-        history = History(ctx.losses)
-        bar = _progress_bar(progress, plan.epochs, plan.instances, backend.name)
-        action = SyncAction(ctx, sync, history, bar)
+        state = start.state
+        ctx.X[...], ctx.T[...], ctx.params[...] = start.X, start.T, start.params
+        ctx.velocity[...], ctx.rng[...], ctx.order[...], ctx.hyper[...] = (
+            state.velocity, state.rng, state.order, state.hyper)
+        ctx.losses[:, :e0] = start.history.losses
+        ctx.epochs_done[...] = e0
+        history = start.history.continued(ctx.losses)
+        if e0 in plan.snapshots:
+            history.snapshots.setdefault(e0, ctx.params.copy())
+        n = plan.n_samples
+
+        def result_at(epoch: int, wall: float) -> TrainResult:
+            """The run as it stands at ``epoch`` (a sync point), ``wall`` seconds into this part."""
+            # as given, unless a callback changed them (the rows hold them in the run's dtype)
+            final = [hp if np.array_equal(row, hp.row(n).astype(plan.dtype)) else type(hp).from_row(row, n, hp.seed)
+                     for row, hp in zip(ctx.hyper, hyperparams)]
+            done = replace(state, velocity=ctx.velocity.copy(), rng=ctx.rng.copy(), order=ctx.order.copy(),
+                           hyper=ctx.hyper.copy(), target_epochs=plan.epochs)
+            timing = Timing(start.timing.wall + wall, start.timing.compute + ctx.compute,
+                            start.timing.barrier_wait + ctx.waited)
+            return TrainResult(Ensemble(plan.topology, ctx.params.copy(), final, classes),
+                               history.finish(ctx.losses[:, :epoch]), timing, {**config, **backend.info, "epochs": epoch}, final,
+                               done)
+
+        began = perf_counter()
+
+        def at_sync(epoch: int) -> None:
+            # the end is written below, with the backend's wall; mid-run, wall counts from before
+            # the kernels' warm-up (which the backend leaves out of its own)
+            if checkpoint is not None and epoch < plan.epochs and checkpoint.due(epoch):
+                checkpoint.write(result_at(epoch, perf_counter() - began))
+
+        bar = _progress_bar(progress, plan, backend.name)
+        action = SyncAction(ctx, sync, history, bar, at_sync)
         try:
             with _blas().limit(limits=1) if backend.parallel else nullcontext():
                 wall = backend.run(ctx, action)
         finally:
             if bar is not None:
                 bar.close()
-        n = plan.n_samples
-        # as given, unless a callback changed them (the rows hold them in the run's dtype)
-        final = [hp if np.array_equal(row, hp.row(n).astype(plan.dtype)) else type(hp).from_row(row, n, hp.seed)
-                 for row, hp in zip(ctx.hyper, hyperparams)]
-        return TrainResult(Ensemble(plan.topology, ctx.params.copy(), final, classes),
-                           history.finish(ctx.losses), Timing(wall, ctx.compute.copy(), ctx.waited.copy()),
-                           config, final)
+        result = result_at(plan.epochs, wall)
+    if checkpoint is not None:
+        checkpoint.write(result)
+    return result
 
 
-def _progress_bar(progress: bool, epochs: int, instances: int, backend: str):
+def _progress_bar(progress: bool, plan: Plan, backend: str):
     if not progress:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=epochs, unit="epoch", desc=f"{instances} instances ({backend})")
+    return tqdm(total=plan.epochs, initial=plan.start, unit="epoch",
+                desc=f"{plan.instances} instances ({backend})")

@@ -1,4 +1,5 @@
-"""Exceptions a run raises; each names where it failed.  All are picklable so they cross processes."""
+"""Exceptions a run raises, each naming where it failed (all picklable, so they cross processes), and
+the checkpoint files' error."""
 
 
 class FastFFNNError(RuntimeError):
@@ -54,3 +55,16 @@ class NonFiniteError(FastFFNNError):
     def __str__(self) -> str:
         return (f"instance {self.instance} has a non-finite loss or weight in epoch {self.epoch}; "
                 f"lower its learning rate or check the data.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, truncated, damaged, foreign, of another
+    format version, holding pickled objects, or saved from a run on other data.  ``path`` names
+    the file; the message says what is wrong with it."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(path, problem)
+        self.path, self.problem = str(path), problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"

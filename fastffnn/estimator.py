@@ -36,7 +36,7 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         ``HyperParams()``.
     epochs : int, default=1000
         Epochs each instance trains.
-    backend : {"serial", "threads", "processes", "prange"}, default="threads"
+    backend : {"serial", "threads", "processes", "prange", "ray"}, default="threads"
         Where instances run; every backend gives bit-identical results.
     workers : int or None, default=None
         Threads or processes used (default: cores, at most N).
@@ -56,7 +56,9 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Run seed; each instance's seed is spawned from it.  Fitting twice with the same seed
         gives the same model.
     timeout : float or None, default=60.0
-        Seconds a sync round may take before ``fit`` raises ``fastffnn.SyncTimeout``.
+        The stall watchdog: ``fit`` raises ``fastffnn.SyncTimeout`` when no epoch has completed
+        anywhere for this many seconds.  A run that keeps progressing never fails, however long
+        its rounds.  None: no watchdog.
 
     Attributes
     ----------

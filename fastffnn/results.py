@@ -1,4 +1,5 @@
-"""What a run returns: the trained ensemble, its history and its timing."""
+"""What a run returns: the trained ensemble, its history and timing, and the state that
+continuing it needs (``fastffnn.resume``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,15 +18,19 @@ def accuracy(proba: np.ndarray, T: np.ndarray) -> float:
 
 @dataclass
 class History:
-    """``losses`` (N, epochs): each instance's mean training loss per epoch.  Per sync round:
+    """``losses`` (N, epochs): each instance's mean training loss per epoch.  Per sync point:
     ``sync_epochs`` (R,), ``global_loss`` (R,) (mean over instances, reduced at the barrier),
-    ``val_accuracy`` (R, N) and ``ensemble_val_accuracy`` (R,) when validation data was given."""
+    ``val_accuracy`` (R, N) and ``ensemble_val_accuracy`` (R,) when validation data was given.
+    ``snapshots``: {epoch: (N, P) parameters} at the epochs asked for with ``train(snapshots=...)``;
+    epoch 0 is the initial weights, and a snapshot at a sync point is taken after the sync (the
+    weights the next epoch starts from)."""
 
     losses: np.ndarray
     sync_epochs: list = field(default_factory=list)
     global_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
     ensemble_val_accuracy: list = field(default_factory=list)
+    snapshots: dict = field(default_factory=dict)
 
     def record_sync(self, epoch: int, global_loss: float, probas: np.ndarray | None,
                     T_val: np.ndarray | None) -> np.ndarray | None:
@@ -38,16 +43,23 @@ class History:
         self.ensemble_val_accuracy.append(accuracy(probas.mean(axis=0), T_val))
         return acc
 
+    def continued(self, losses: np.ndarray) -> "History":
+        """A History that goes on from this one's records, with ``losses`` the run's (N, epochs)
+        array (this one's epochs already copied into it)."""
+        return History(losses, list(self.sync_epochs), list(self.global_loss), list(self.val_accuracy),
+                       list(self.ensemble_val_accuracy), dict(self.snapshots))
+
     def finish(self, losses: np.ndarray) -> "History":
         """Freeze the lists into arrays, with ``losses`` copied out of the run's shared arrays."""
         return History(losses.copy(), np.array(self.sync_epochs), np.array(self.global_loss),
-                       np.array(self.val_accuracy), np.array(self.ensemble_val_accuracy))
+                       np.array(self.val_accuracy), np.array(self.ensemble_val_accuracy), dict(self.snapshots))
 
 
 @dataclass
 class Timing:
     """``wall`` seconds of the run (compilation excluded); per instance, ``compute`` seconds in
-    span kernels and ``barrier_wait`` seconds its worker spent at the barrier."""
+    span kernels and ``barrier_wait`` seconds its worker spent at the barrier.  A resumed run's
+    timing adds up all its parts."""
 
     wall: float
     compute: np.ndarray
@@ -55,15 +67,35 @@ class Timing:
 
 
 @dataclass
+class TrainState:
+    """What continuing a run needs besides its parameters and history: per instance, the
+    momentum ``velocity`` (N, P), the batch-order generator state ``rng`` (N, 1) uint64, the current
+    sample ``order`` (N, n) int64 and the ``hyper`` rows (N, H) the kernels read, in the run's
+    dtype; the ``target_epochs`` the run was started for; and sha256 digests of the training data
+    (X, encoded targets and classes) and of the validation data (None without), so that a resume
+    on other data is refused."""
+
+    velocity: np.ndarray
+    rng: np.ndarray
+    order: np.ndarray
+    hyper: np.ndarray
+    target_epochs: int
+    data_sha256: str
+    validation_sha256: str | None
+
+
+@dataclass
 class TrainResult:
     """``ensemble`` (predict, predict_proba, score, ``ensemble[i]``), ``history``, ``timing``,
-    ``config`` (the run's settings) and ``hyperparams`` (each instance's, at the end)."""
+    ``config`` (the run's settings; ``config["epochs"]`` is the epochs trained), ``hyperparams``
+    (each instance's, at the end) and ``state`` (what ``fastffnn.resume`` continues from)."""
 
     ensemble: Ensemble
     history: History
     timing: Timing
     config: dict
     hyperparams: list
+    state: TrainState | None = None
 
     def __repr__(self) -> str:
         final = self.history.losses[:, -1]

@@ -1,9 +1,11 @@
 """Sync strategies -- the report's three cases -- and the barrier action that applies them.
 
 The action runs once per round, after every instance finished its span and before any starts the
-next: it checks every instance for NaN/Inf (so a bad instance never reaches the others), reduces
-the global loss, applies the strategy, records history, and calls the user's callback.  It
-computes the new weights first and assigns them in one step, so a failed sync never half-applies.
+next: it checks every instance for NaN/Inf (so a bad instance never reaches the others) and
+records the weight snapshot due there.  At a sync point -- every round end but those a snapshot
+epoch added -- it also reduces the global loss, applies the strategy, records history, and calls
+the user's callback.  It computes the new weights first and assigns them in one step, so a failed
+sync never half-applies.
 """
 from __future__ import annotations
 
@@ -104,10 +106,13 @@ class SyncSettings:
 
 
 class SyncAction:
-    """The barrier action: one call per round, in round order."""
+    """The barrier action: one call per round, in round order.  At every round end it checks the
+    round for NaN/Inf and records the snapshot due there; at a sync point it also reduces the
+    global loss, applies the strategy, records history, calls the user's ``callback`` and then
+    ``at_sync(epoch)`` (the driver's checkpoint hook)."""
 
-    def __init__(self, ctx, settings: SyncSettings, history, progress=None):
-        self.ctx, self.history, self.progress = ctx, history, progress
+    def __init__(self, ctx, settings: SyncSettings, history, progress=None, at_sync=None):
+        self.ctx, self.history, self.progress, self.at_sync = ctx, history, progress, at_sync
         self.strategy, self.callback, self.validation = settings.strategy, settings.callback, settings.validation
         self.columns = sync_columns(ctx.plan.topology, settings.layers)
         self.options = check_options(settings.options)
@@ -115,19 +120,35 @@ class SyncAction:
 
     def __call__(self) -> None:
         try:
-            self._sync(self.round)
+            self._round(self.round)
         except BaseException as exc:
             self.ctx.failure.record(exc)
             raise
         self.round += 1
         self.ctx.synced = self.round
 
-    def _sync(self, r: int) -> None:
+    def _round(self, r: int) -> None:
         ctx = self.ctx
         e0, e1 = ctx.plan.rounds[r]
         for fault in ctx.plan.faults_at(range(ctx.plan.instances), e0, e1, "reduction"):
             ctx.fire(fault)
         self._check_finite(e0, e1)
+        point = self._sync(e1) if ctx.plan.is_sync(r) else None
+        if e1 in ctx.plan.snapshots:
+            self.history.snapshots[e1] = ctx.params.copy()
+        if self.progress is not None:
+            self.progress.update(e1 - e0)
+            if point is not None:
+                self.progress.set_postfix(loss=f"{point.global_loss:.4g}")
+        if point is not None:
+            if self.callback is not None:
+                self.callback(point)
+            if self.at_sync is not None:
+                self.at_sync(e1)
+
+    def _sync(self, e1: int) -> SyncPoint:
+        """The sync at epoch ``e1``: global loss, validation, strategy, history."""
+        ctx = self.ctx
         N = ctx.plan.instances
         last = ctx.losses[:, e1 - 1:e1]
         global_loss = float(combine(last, np.full(N, 1.0 / N))[0])
@@ -140,11 +161,8 @@ class SyncAction:
         if self.strategy != "none" and N > 1:
             # err_i = mean |y_hat - y| per instance: the report's case-2 criterion
             self._apply(None if probas is None else np.abs(probas - T).mean(axis=(1, 2)))
-        if self.progress is not None:
-            self.progress.update(e1 - e0)
-            self.progress.set_postfix(loss=f"{global_loss:.4g}")
-        if self.callback is not None:
-            self.callback(SyncPoint(e1, r, global_loss, last[:, 0].copy(), val_acc, ctx))
+        # ``round`` counts sync points over the whole run, resumed parts included
+        return SyncPoint(e1, len(self.history.sync_epochs) - 1, global_loss, last[:, 0].copy(), val_acc, ctx)
 
     def _check_finite(self, e0: int, e1: int) -> None:
         ctx = self.ctx

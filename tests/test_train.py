@@ -4,6 +4,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
@@ -83,9 +84,46 @@ def test_penalty_sharpens_the_output():
     assert (np.abs(p3 - 0.5) > np.abs(p1 - 0.5)).any()
 
 
-def test_main_job_prints_instances_and_ensemble():
-    out = subprocess.run([sys.executable, "-m", "fastffnn", "--instances", "3", "--epochs", "100"],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
-    assert out.count("instance ") == 3 and "ensemble:   test accuracy" in out
-    acc = float(out.split("ensemble:   test accuracy")[1].split()[0])
-    assert acc > 0.9
+def test_snapshots_split_rounds_without_syncing_and_change_no_result():
+    """Snapshot epochs between sync points end rounds there: the weights, losses and sync history
+    are those of the run without snapshots, and the callback still sees only the sync points."""
+    X_train, X_test, y_train, y_test = ff.datasets.breast_cancer(seed=0)
+    seen = {}
+
+    def run(**kw):
+        seen[len(seen)] = epochs = []
+        return ff.train(X_train, y_train, instances=2, epochs=20, sync="average", sync_every=5, backend="threads",
+                        hyperparams=ff.HyperParams(batch_size=64), validation=(X_test, y_test),
+                        callback=lambda point: epochs.append(point.epoch), **kw)
+
+    plain, snapped = run(), run(snapshots=[0, 3, 5, 12, 20])
+    assert np.array_equal(plain.ensemble.params, snapped.ensemble.params)
+    for field in ("losses", "sync_epochs", "global_loss", "val_accuracy", "ensemble_val_accuracy"):
+        assert np.array_equal(getattr(plain.history, field), getattr(snapped.history, field)), field
+    assert list(snapped.history.sync_epochs) == [5, 10, 15, 20] and seen[1] == [5, 10, 15, 20] == seen[0]
+    assert plain.history.snapshots == {} and sorted(snapped.history.snapshots) == [0, 3, 5, 12, 20]
+    assert np.array_equal(snapped.history.snapshots[20], snapped.ensemble.params)
+    # epoch 3 is the end of a 3-epoch run (no sync before it), epoch 0 its start
+    short = ff.train(X_train, y_train, instances=2, epochs=3, sync_every=5, backend="serial",
+                     hyperparams=ff.HyperParams(batch_size=64), snapshots=[0])
+    assert np.array_equal(snapped.history.snapshots[3], short.ensemble.params)
+    assert np.array_equal(snapped.history.snapshots[0], short.history.snapshots[0])
+    assert not np.array_equal(snapped.history.snapshots[0], snapped.history.snapshots[3])
+
+
+@pytest.mark.parametrize("snapshots", [[-1], [21], [1.5], [True], ["5"]])
+def test_snapshot_epochs_outside_the_run_are_refused_with_the_value(snapshots):
+    X_train, _, y_train, _ = ff.datasets.breast_cancer(seed=0)
+    with pytest.raises(ValueError, match=r"The 'snapshots' parameter of train must be a list of epochs, ints in "
+                                         r"the range \[0, 20\].*Got \[" ):
+        ff.train(X_train, y_train, epochs=20, snapshots=snapshots)
+
+
+def test_main_job_prints_instances_and_ensemble(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastffnn", "train", "--instances", "3", "--epochs", "100",
+                          "--no-plots"], capture_output=True, text=True, timeout=300, check=True, cwd=tmp_path).stdout
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"])]
+    assert len(rows) == 3 and "sync=average" in out
+    ensemble = next(line for line in out.splitlines() if line.startswith("ensemble")).split()
+    assert float(ensemble[-1]) > 0.9          # test accuracy
+    assert not (tmp_path / "Plots").exists()

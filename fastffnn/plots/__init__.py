@@ -96,7 +96,7 @@ def unavailable(kind: str, result, X=None) -> str | None:
     n = len(result.ensemble)
     if kind == "scaling":       # registered with the benchmark figures: a function of benchmark rows
         return "it draws benchmark results (fastffnn.reports.scaling), not a training run"
-    if kind == "network" and not getattr(result.history, "snapshots", None):
+    if kind == "network" and not result.history.snapshots:
         return "the result has no weight snapshots; train with snapshots=[epoch, ...]"
     if kind in ("heatmap", "alignment") and n < 2:
         return f"it compares instances and the result has {n}"

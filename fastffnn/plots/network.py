@@ -80,7 +80,7 @@ def plot(result, instance: int = 0, epochs=None, max_edges: int = 64) -> Figure:
     Figure
         One axes per epoch (in rows of up to ``MAX_COLUMNS``) and one shared colour bar.
     """
-    snapshots = getattr(result.history, "snapshots", None)
+    snapshots = result.history.snapshots
     if not snapshots:
         raise ValueError("This result has no weight snapshots, so there is no network to draw. Train with "
                          "snapshots=[epoch, ...], e.g. fastffnn.train(..., epochs=1000, snapshots=[0, 500, "
