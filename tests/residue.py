@@ -3,6 +3,7 @@ segments, file descriptors.  ``conftest.no_residue`` and the fault tests share t
 from __future__ import annotations
 
 import os
+import time
 
 SHM_DIR = "/dev/shm"
 
@@ -39,3 +40,43 @@ def shm_segments(pid: int | None = None) -> set:
     may share the machine, so only this process's own segments are ours to check."""
     prefix = f"fastffnn_{os.getpid() if pid is None else pid}_"
     return {e for e in os.listdir(SHM_DIR) if e.startswith(prefix)} if os.path.isdir(SHM_DIR) else set()
+
+
+# -- Ray: a run's actors and a cluster's node daemons ----------------------------------------
+
+def actor_processes() -> set:
+    """Pids of this machine's processes running one of the backend's actors."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"InstanceGroup" in f.read():
+                        pids.add(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def no_actor_left(seconds: float = 30.0) -> bool:
+    """Poll until no actor process of a run is left (ray.kill is asynchronous)."""
+    deadline = time.monotonic() + seconds
+    while actor_processes():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def ray_daemons() -> set:
+    """Pids of the children of this process that are Ray node daemons (raylet, GCS)."""
+    return {pid for pid in child_pids() if _cmdline(pid) and any(
+        name in _cmdline(pid) for name in (b"raylet", b"gcs_server"))}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -240,6 +240,14 @@ def test_a_hung_worker_is_killed_and_replaced_after_the_stall():
     assert len(pool_pids()) == 2
 
 
+# -- the Ray backend without Ray ---------------------------------------------------------------
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)       # `import ray` now fails, as where it is absent
+    with pytest.raises(ImportError, match=r"fastffnn\[ray\]"):
+        ff.train(X, Y, hidden=(8,), instances=2, epochs=2, backend="ray", workers=1)
+
+
 # -- layering: no import cycle ----------------------------------------------------------------
 
 def _module_imports(package_dir: Path, package: str) -> dict:

@@ -5,6 +5,7 @@ the failure handling belong to ``driver`` and ``sync``; nothing here or in a bac
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from time import perf_counter
 
@@ -24,11 +25,25 @@ def warm_predict(ctx: Context) -> None:
     combine(ctx.params[:, :1], np.ones(ctx.plan.instances))
 
 
+def cpu_count() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Backend:
     """Runs every round of a run; raises the run's root cause on failure."""
 
     name = "base"
     parallel = False      # whether workers run at the same time (BLAS is then pinned to 1 thread)
+
+    @property
+    def info(self) -> dict:
+        """What the run's result records of where it ran (``TrainResult.config``)."""
+        return {}
+
+    def default_workers(self, instances: int) -> int:
+        """Workers when ``train`` is given none: the cores, at most ``instances``."""
+        return min(instances, cpu_count())
 
     @contextlib.contextmanager
     def allocate(self, specs: dict):
