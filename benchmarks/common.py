@@ -1,4 +1,4 @@
-"""Seeded workloads, FLOPs per epoch, the dgemm roofline and the check-then-time helpers that every
+"""Seeded workloads, FLOPs per epoch, the gemm roofline of each dtype and the check-then-time helpers that every
 benchmark file shares (PERFORMANCE.md).
 
 One code path, two modes.  Plain ``pytest`` (pyproject's addopts say ``--benchmark-disable``) runs
@@ -94,16 +94,18 @@ SWEEP = ("sweep-n4096", "sweep-n32768", "sweep-w128", "sweep-w256")
 
 @functools.lru_cache(maxsize=None)
 def workload(name: str, timed: bool = True) -> Workload:
-    """``seed``, ``seed-f32``, ``wide`` or a sweep point (``sweep-n<samples>``: seed's network on n
-    synthetic samples; ``sweep-w<width>``: 512 samples, two hidden layers of that width).  The smoke
-    run of ``wide`` keeps its network but only 4096 of its 100 000 samples."""
-    if name in ("seed", "seed-f32"):
+    """PERFORMANCE.md's ``seed``, ``seed-f32``, ``seed-mb32``, ``wide`` and ``wide-f32``, or a sweep
+    point (``sweep-n<samples>``: seed's network on n synthetic samples; ``sweep-w<width>``: 512
+    samples, two hidden layers of that width).  The smoke run of ``wide`` keeps its network but
+    only 4096 of its 100 000 samples."""
+    if name in ("seed", "seed-f32", "seed-mb32"):
         X, _, y, _ = ff.datasets.breast_cancer(test_size=0.1, seed=0)       # 512 x 30
-        return Workload(name, X, y, (32, 32), "float32" if name == "seed-f32" else "float64")
-    if name == "wide":
+        return Workload(name, X, y, (32, 32), "float32" if name == "seed-f32" else "float64",
+                        batch_size=32 if name == "seed-mb32" else None)
+    if name in ("wide", "wide-f32"):
         X, y = _synthetic(100_000 if timed else 4096, 100)
-        return Workload(name, X, y, (256, 128), batch_size=256, epochs=2, check_epochs=1,
-                        min_accuracy=0.6)
+        return Workload(name, X, y, (256, 128), "float32" if name == "wide-f32" else "float64", batch_size=256,
+                        epochs=2, check_epochs=1, min_accuracy=0.6)
     if name.startswith("sweep-n") or name.startswith("sweep-w"):
         value = int(name[len("sweep-n"):])
         n, width = (value, 32) if name[6] == "n" else (512, value)
@@ -116,31 +118,36 @@ def workload(name: str, timed: bool = True) -> Workload:
 
 @dataclass(frozen=True)
 class Roofline:
-    """cores × the best single-thread numpy dgemm rate, measured as a benchmark file starts (the report
-    uses the best of the run)."""
+    """cores × the best single-thread numpy gemm rate of each dtype (dgemm for float64, sgemm for
+    float32), measured as a benchmark file starts (the report uses the best of the run)."""
 
     dgemm_gflops: float
+    sgemm_gflops: float
     cores: int
-    shape: tuple
 
-    def instance_epochs_per_s(self, flops: int) -> float:
-        return self.cores * self.dgemm_gflops * 1e9 / flops
+    def gflops(self, dtype: str) -> float:
+        return self.sgemm_gflops if dtype == "float32" else self.dgemm_gflops
+
+    def instance_epochs_per_s(self, flops: int, dtype: str = "float64") -> float:
+        return self.cores * self.gflops(dtype) * 1e9 / flops
 
 
 def measure_roofline(timed: bool) -> Roofline:
-    """Best of a few square shapes and repeats, BLAS pinned to one thread (a smoke run takes one)."""
+    """Best of a few square shapes and repeats per dtype, BLAS pinned to one thread (a smoke run
+    takes one)."""
     shapes, repeats = ((256, 512, 1024), 3) if timed else ((256,), 1)
     rng = np.random.default_rng(0)
-    best = (0.0, 0)
+    best = {np.float64: 0.0, np.float32: 0.0}
     with threadpool_limits(1):
-        for m in shapes:
-            a, b = rng.standard_normal((m, m)), rng.standard_normal((m, m))
-            a @ b
-            for _ in range(repeats):
-                t = perf_counter()
+        for dtype in best:
+            for m in shapes:
+                a, b = (rng.standard_normal((m, m)).astype(dtype) for _ in range(2))
                 a @ b
-                best = max(best, (2 * m ** 3 / (perf_counter() - t) / 1e9, m))
-    return Roofline(best[0], CORES, (best[1],) * 3)
+                for _ in range(repeats):
+                    t = perf_counter()
+                    a @ b
+                    best[dtype] = max(best[dtype], 2 * m ** 3 / (perf_counter() - t) / 1e9)
+    return Roofline(best[np.float64], best[np.float32], CORES)
 
 
 # --- check, then time ------------------------------------------------------------------------------
@@ -194,8 +201,8 @@ def describe(benchmark, wl: Workload, roofline: Roofline, timed: bool, *, area: 
     label = label or (backend if kernel is None else f"{backend}/{kernel}")
     benchmark.extra_info.update(
         kind="train", area=area, backend=backend, kernel=kernel, instances=instances, label=label,
-        cores=CORES, dgemm_gflops=roofline.dgemm_gflops,
-        roofline_instance_epochs_per_s=roofline.instance_epochs_per_s(wl.flops_per_epoch),
+        cores=CORES, dgemm_gflops=roofline.dgemm_gflops, sgemm_gflops=roofline.sgemm_gflops,
+        roofline_instance_epochs_per_s=roofline.instance_epochs_per_s(wl.flops_per_epoch, wl.dtype),
         **wl.settings(timed), **settings)
 
 

@@ -45,8 +45,8 @@ def timed(request) -> bool:
 
 @pytest.fixture(scope="module")
 def roofline(timed):
-    """cores × best single-thread numpy dgemm GFLOP/s, measured as each benchmark file starts (the
-    machine's speed may change during a session); the report takes the best of the run."""
+    """cores × best single-thread numpy dgemm and sgemm GFLOP/s, measured as each benchmark file
+    starts (the machine's speed may change during a session); the report takes the best of the run."""
     return measure_roofline(timed)
 
 

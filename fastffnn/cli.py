@@ -356,8 +356,8 @@ def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
     differ).  The seconds are what a cold compile took on one core of the README's machine."""
     import numba
     from .kernels import reduce, span
-    trainer = {"numba": (span.train_span, 21), "numba-gil": (span.train_span_gil, 4)}.get(kernel)
-    needed = [(span.train_spans_parallel, 35) if backend == "prange" else trainer,
+    trainer = {"numba": (span.train_span, 14), "numba-gil": (span.train_span_gil, 4)}.get(kernel)
+    needed = [(span.train_spans_parallel, 23) if backend == "prange" else trainer,
               (span.predict_proba, 3), (reduce.combine_rows, 1)]
     want = numba.from_dtype(np.dtype(dtype))
     try:

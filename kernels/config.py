@@ -55,7 +55,10 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
     ``inline="always"`` is for the small helpers of the inner loops (tile dispatch, sigmoid):
     inlined at Numba's IR level, their branches fold on the caller's constant arguments and their
     loops vectorise in the caller's context, which LLVM's own inlining of a separate function
-    does not guarantee."""
+    does not guarantee.  It is also for thin wrappers over a compiled kernel (``gemm``,
+    ``dense_forward``, ``dense_backward``): Numba links into each compiled function the code of
+    everything it calls and optimises and generates all of it again, so every level of separately
+    compiled functions between the span kernel and the gemm is paid for again on a cold start."""
     def decorate(f):
         dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
                                 inline=inline)(f)

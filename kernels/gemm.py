@@ -7,8 +7,8 @@ row of C) is loaded once, updated by one rank-1 product per step of the reductio
 loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That is the classic
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
 present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it -- full blocks, then pairs
-and single rows for the rows past the last block -- and finishes the columns past the last full
-vector pair in plain Numba.  The block may end in an epilogue (``gemm_fused``): bias and relu
+and single rows for the rows past the last block, each in a loop of LLVM IR too (``_define_tiles``)
+-- and finishes the columns past the last full vector pair in plain Numba.  The block may end in an epilogue (``gemm_fused``): bias and relu
 after the forward product, the relu derivative after the input gradient, so no pass over memory
 is spent on either.
 
@@ -131,7 +131,7 @@ def _define_tile(module, fty, rows, epilogue):
     return fn
 
 
-# The epilogues of ``_define_tile``, as the constants gemm_fused and _tile take
+# The epilogues of ``_define_tile``, as the constants gemm_fused and _tiles take
 NONE, ACT, GATE = 0, 1, 2
 _EPILOGUES = ("none", "act", "gate")
 # Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
@@ -141,11 +141,70 @@ BLOCK, PAIR, ROW = 0, 1, 2
 _SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
 
 
+def _define_tiles(module, fty, rows, epilogue):
+    """``void tiles(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
+    i64 r0, i64 r1, i64 cb, <epilogue arguments>)``: rows r0:r1 of out in tiles of ``rows`` rows
+    (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector pair (cb a multiple of it), each
+    tile the inlined ``_define_tile``; the epilogue arguments as the tile's, at out's first element
+    (``act``: the bias at column 0; ``gate``: the gate's first element).
+
+    The loops are LLVM IR too, in a function of their own that is never inlined: every caller of
+    the gemm, up to the span kernel, links this code and optimises it again, and the tiles inlined
+    in the callers' loop nests made those the costliest part of the cold compile.  One call per
+    product costs nothing next to the product."""
+    name = f"fastffnn_tiles_{fty}_{rows}_{epilogue}"
+    if name in module.globals:
+        return module.globals[name]
+    tile = _define_tile(module, fty, rows, epilogue)
+    vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
+    ptr = fty.as_pointer()
+    extra = {"none": [], "act": [ptr, fty], "gate": [ptr, _I64, fty]}[epilogue]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64,
+                                                             ir.IntType(1), _I64, _I64, _I64, *extra]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    out, ldo, a, a_row, a_k, w, ldw, K, acc, r0, r1, cb = fn.args[:12]
+    rest = fn.args[12:]
+    for p in (out, a, w):
+        p.add_attribute("noalias")
+    entry, rloop, cstart = fn.append_basic_block("entry"), fn.append_basic_block("rows"), fn.append_basic_block("cstart")
+    cloop, cbody, rnext, done = (fn.append_basic_block(n) for n in ("cols", "tile", "rnext", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(rloop)
+    b.position_at_end(rloop)
+    r = b.phi(_I64)
+    r.add_incoming(r0, entry)
+    b.cbranch(b.icmp_signed("<", r, r1), cstart, done)
+    b.position_at_end(cstart)
+    out_r, a_r = b.gep(out, [b.mul(r, ldo)]), b.gep(a, [b.mul(r, a_row)])
+    gate_r = b.gep(rest[0], [b.mul(r, rest[1])]) if epilogue == "gate" else None
+    b.branch(cloop)
+    b.position_at_end(cloop)
+    c = b.phi(_I64)
+    c.add_incoming(ir.Constant(_I64, 0), cstart)
+    b.cbranch(b.icmp_signed("<", c, cb), cbody, rnext)
+    b.position_at_end(cbody)
+    call = [b.gep(out_r, [c]), ldo, a_r, a_row, a_k, b.gep(w, [c]), ldw, K, acc]
+    if epilogue == "act":       # the bias from column c
+        call += [b.gep(rest[0], [c]), rest[1]]
+    elif epilogue == "gate":    # the gate element where the block starts in out
+        call += [b.gep(gate_r, [c]), rest[1], rest[2]]
+    b.call(tile, call)
+    c.add_incoming(b.add(c, ir.Constant(_I64, NV * vl)), cbody)
+    b.branch(cloop)
+    b.position_at_end(rnext)
+    r.add_incoming(b.add(r, ir.Constant(_I64, rows)), rnext)
+    b.branch(rloop)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
 @intrinsic(prefer_literal=True)
-def _tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec, mat, slope, epilogue, shape):
-    """One tile of ``shape`` with ``epilogue`` (both compile-time constants): the block at out's
-    element ``o_off``, with A's first element ``a_off`` and W's first column ``c``; ``ACT`` reads
-    the bias ``vec`` (O,) from column c, ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
+def _tiles(typingctx, out, A, a_row, a_k, W, accumulate, vec, mat, slope, r0, r1, cb, epilogue, shape):
+    """Rows r0:r1 of out, columns 0:cb, in tiles of ``shape`` with ``epilogue`` (both compile-time
+    constants; ``_define_tiles``); ``ACT`` reads the bias ``vec`` (O,), ``GATE`` the gate ``mat``
+    (shaped like out); both ``slope``."""
     arrays = (out, A, W, vec, mat)
     if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
             len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
@@ -155,45 +214,31 @@ def _tile(typingctx, out, o_off, A, a_off, a_row, a_k, W, c, K, accumulate, vec,
     kind, rows = _EPILOGUES[epilogue.literal_value], _SHAPES[shape.literal_value]
 
     def codegen(context, builder, sig, args):
-        out_, o_off_, A_, a_off_, a_row_, a_k_, W_, c_, K_, acc_, vec_, mat_, slope_ = args[:13]
+        out_, A_, a_row_, a_k_, W_, acc_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:12]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
-        fn = _define_tile(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], kind)
+        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], kind)
 
         def array(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
-
-        def element(i, offset):
-            return builder.gep(array(i).data, [offset])
 
         def row_stride(i):
             return cgutils.unpack_tuple(builder, array(i).shape)[1]
 
         if acc_.type != ir.IntType(1):
             acc_ = builder.trunc(acc_, ir.IntType(1))
-        call = [element(0, o_off_), row_stride(0), element(2, a_off_), a_row_, a_k_, element(6, c_), row_stride(6),
-                K_, acc_]
-        slope_value = context.cast(builder, slope_, sig.args[12], dtype)
-        if kind == "act":       # the bias from column c
-            call += [element(10, c_), slope_value]
-        elif kind == "gate":    # the gate element where the block starts in out
-            call += [element(11, o_off_), row_stride(11), slope_value]
+        call = [array(0).data, row_stride(0), array(1).data, a_row_, a_k_, array(4).data, row_stride(4),
+                cgutils.unpack_tuple(builder, array(4).shape)[0], acc_, r0_, r1_, cb_]
+        slope_value = context.cast(builder, slope_, sig.args[8], dtype)
+        if kind == "act":
+            call += [array(6).data, slope_value]
+        elif kind == "gate":
+            call += [array(7).data, row_stride(7), slope_value]
         builder.call(fn, call)
         return context.get_dummy_value()
 
     i64 = types.int64
-    return types.void(out, i64, A, i64, i64, i64, W, i64, i64, types.boolean, vec, mat, slope, epilogue,
-                      shape), codegen
-
-
-@jit(inline="always")
-def _tiles(out, A, a_row, a_k, W, accumulate, epilogue, shape, r0, r1, step, cb, cols, vec, mat, slope):
-    # rows r0:r1 of out in tiles of `step` rows, columns 0:cb in tiles of `cols` (a vector pair)
-    C = out.shape[1]
-    for r in range(r0, r1, step):
-        for c in range(0, cb, cols):
-            _tile(out, r * C + c, A, r * a_row, a_row, a_k, W, c, W.shape[0], accumulate, vec, mat, slope,
-                  epilogue, shape)
+    return types.void(out, A, i64, i64, W, types.boolean, vec, mat, slope, i64, i64, i64, epilogue, shape), codegen
 
 
 @jit
@@ -212,9 +257,9 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     cb = C - C % cols
     rb = R - R % rows
     rp = rb + (R - rb) // 2 * 2
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, BLOCK, 0, rb, rows, cb, cols, vec, mat, slope)
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, PAIR, rb, rp, 2, cb, cols, vec, mat, slope)
-    _tiles(out, A, a_row, a_k, W, accumulate, epilogue, ROW, rp, R, 1, cb, cols, vec, mat, slope)
+    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, 0, rb, cb, epilogue, BLOCK)
+    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, rb, rp, cb, epilogue, PAIR)
+    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, rp, R, cb, epilogue, ROW)
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
@@ -261,7 +306,7 @@ def _gemm_column(out, A, trans_a, w):
             out[r] = s
 
 
-@jit
+@jit(inline="always")
 def gemm(out, A, trans_a, W, accumulate):
     # gemm_fused without an epilogue
     gemm_fused(out, A, trans_a, W, accumulate, NONE, out.reshape(out.size), out, 0.0)

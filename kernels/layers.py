@@ -24,7 +24,7 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
-@jit
+@jit(inline="always")
 def dense_forward(out, inp, weight, bias, act):
     # out (B, O) overwritten with act(inp @ weight + bias); act = IDENTITY for logits
     # inp (B, I); weight (I, O)
@@ -36,7 +36,7 @@ def dense_forward(out, inp, weight, bias, act):
         activation_forward(out, bias, act)
 
 
-@jit
+@jit(inline="always")
 def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     # dweight (I, O) += inp^T @ dout; dbias (O,) += column sums of dout
     # dinp (B, I) overwritten with (dout @ weight^T) * act'(inp), the gradient w.r.t. the previous

@@ -45,7 +45,8 @@ def synthetic_records():
         train_record("growth", "threads/numba", 2, 0.5),                 # seed, 400 /s
         train_record("growth", "threads/numba", 2, 0.5, workload="wide", epochs=1,
                      flops_per_epoch=5_210_112 * 200),                   # 4 /s, 2x seed's FLOP rate
-        train_record("backends-seed-f32", "threads/numba", 2, 0.25, workload="seed-f32"),
+        train_record("backends-seed-f32", "threads/numba", 2, 0.25, workload="seed-f32", dtype="float32",
+                     sgemm_gflops=1.0),                                  # roofline ROOF at sgemm 1.0
         barrier_record("ConditionBarrier", 2, 20e-6),
         barrier_record("ConditionBarrier", 8, 80e-6),
         barrier_record("threading.Barrier", 2, 15e-6),
@@ -70,16 +71,30 @@ def by(rows, group, label, instances):
     return next(r for r in rows if r.group == group and r.label == label and r.instances == instances)
 
 
-def test_roofline_is_the_best_dgemm_of_the_run(records):
+def test_roofline_is_the_best_gemm_of_the_run_for_the_rows_dtype(records):
     # a file that measured dgemm in a slow phase gets the run's best roofline too: twice the dgemm
-    # rate, half the % of roofline, for every row; the footnote names the rate
-    records[-5]["extra_info"].update(dgemm_gflops=1.0, roofline_instance_epochs_per_s=2 * ROOF)
-    assert bench.best_dgemm(records) == 1.0
+    # rate, half the % of roofline, for every float64 row; a float32 row keeps the sgemm one; the
+    # footnote names both rates
+    records[-6]["extra_info"].update(dgemm_gflops=1.0, roofline_instance_epochs_per_s=2 * ROOF)
+    assert bench.best_gemm(records) == bench.best_gemm(records, "float64") == 1.0
+    assert bench.best_gemm(records, "float32") == 1.0
     rows = bench.rows(records)
     assert by(rows, "backends-seed", "threads/numba", 2).pct_roofline == pytest.approx(20.0)
     assert by(rows, "growth", "threads/numba", 2).pct_roofline == pytest.approx(20.0)
-    assert all(r.dgemm_gflops == 1.0 for r in rows)
-    assert "the best single-thread dgemm of the run, 1.0 GFLOP/s" in bench.table(rows)
+    f32 = by(rows, "backends-seed-f32", "threads/numba", 2)
+    assert f32.pct_roofline == pytest.approx(80.0) and f32.dtype == "float32"
+    assert all(r.gemm_gflops == 1.0 for r in rows)
+    assert "the best single-thread gemm of the row's dtype in the run, dgemm 1.0 GFLOP/s, sgemm 1.0 GFLOP/s" \
+        in bench.table(rows)
+
+
+def test_float32_rows_use_the_sgemm_roofline(records):
+    # a faster sgemm elsewhere in the run halves the float32 row's % of roofline, not a float64 one's
+    records.append(train_record("peers-seed-f32", "jax vmap", 8, 5.0, workload="seed-f32", dtype="float32",
+                                sgemm_gflops=2.0, roofline_instance_epochs_per_s=2 * ROOF, peer=True))
+    rows = bench.rows(records)
+    assert by(rows, "backends-seed-f32", "threads/numba", 2).pct_roofline == pytest.approx(40.0)
+    assert by(rows, "backends-seed", "threads/numba", 2).pct_roofline == pytest.approx(40.0)
 
 
 def test_rows_derive_throughput_speedup_efficiency_and_roofline(records):
@@ -108,7 +123,7 @@ def test_group_notes_compare_sync_growth_and_peers(records):
     assert by(rows, "sync-seed", "average every 10", 8).note == "+5.0 % time vs sync none"
     assert by(rows, "sync-seed", "none", 8).note == ""
     assert by(rows, "peers-seed", "jax vmap", 8).note == "best fastffnn is 2.50x this"
-    assert by(rows, "peers-seed", "threads/numba", 8).note == ""
+    assert by(rows, "peers-seed", "threads/numba", 8).note == "2.50x the best peer (jax vmap)"
     wide = next(r for r in rows if r.workload == "wide")
     assert wide.note.endswith("2.00x seed's")
 

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BASELINE", "Row", "BarrierRow", "LatencyRow", "load", "latency_rows", "derived", "rows", "barrier_rows", "table", "report", "main"]
+__all__ = ["BASELINE", "Row", "BarrierRow", "LatencyRow", "load", "latency_rows", "derived", "best_gemm", "rows", "barrier_rows", "table", "report", "main"]
 
 BASELINE = ("serial/numba", 1)      # (label, instances) every speedup is measured against
 
@@ -34,14 +34,21 @@ def load(source) -> list:
     return list(source)
 
 
-def derived(info: dict, median: float, dgemm_gflops: float | None = None) -> dict:
+def _gemm_key(dtype: str | None) -> str:
+    # the roofline of a float32 row is the sgemm one, of every other row the dgemm one
+    return "sgemm_gflops" if dtype == "float32" else "dgemm_gflops"
+
+
+def derived(info: dict, median: float, gemm_gflops: float | None = None) -> dict:
     """Throughput, % of roofline and FLOP rate of one training benchmark.  The roofline is the one
-    recorded with the benchmark, or, given ``dgemm_gflops``, the same for that dgemm rate (the
-    report uses the best of the run for every row).  Speedups need the other rows: ``rows``."""
+    recorded with the benchmark (of its dtype's gemm), or, given ``gemm_gflops``, the same for that
+    gemm rate (the report uses the best of the run of the row's dtype for every row).  Speedups
+    need the other rows: ``rows``."""
     throughput = info["instances"] * info["epochs"] / median
     roofline = info["roofline_instance_epochs_per_s"]
-    if dgemm_gflops is not None and info.get("dgemm_gflops"):
-        roofline *= dgemm_gflops / info["dgemm_gflops"]
+    recorded = info.get(_gemm_key(info.get("dtype")))
+    if gemm_gflops is not None and recorded:
+        roofline *= gemm_gflops / recorded
     return {"instance_epochs_per_s": throughput, "flops_per_s": throughput * info["flops_per_epoch"],
             "pct_roofline": 100.0 * throughput / roofline}
 
@@ -66,7 +73,8 @@ class Row:
     speedup: float | None = None
     efficiency: float | None = None
     own_baseline: bool = False      # speedup over this label's own N = 1 (no serial N = 1 run)
-    dgemm_gflops: float | None = None   # the roofline's dgemm rate (the best of the run)
+    dtype: str = "float64"
+    gemm_gflops: float | None = None    # the roofline's gemm rate of this dtype (the best of the run)
     peer: bool = False
     note: str = ""
 
@@ -86,27 +94,30 @@ def _median(record: dict) -> float:
     return record["stats"]["median"]
 
 
-def best_dgemm(benchmarks) -> float | None:
-    """The best single-thread dgemm GFLOP/s recorded in the run (each benchmark file measures it
-    as it starts: the machine's speed may change during a run, and the roofline is its best)."""
-    rates = [b["extra_info"]["dgemm_gflops"] for b in load(benchmarks)
-             if b.get("extra_info", {}).get("kind") == "train" and b["extra_info"].get("dgemm_gflops")]
+def best_gemm(benchmarks, dtype: str = "float64") -> float | None:
+    """The best single-thread gemm GFLOP/s of ``dtype`` (dgemm for float64, sgemm for float32)
+    recorded in the run (each benchmark file measures both as it starts: the machine's speed may
+    change during a run, and the roofline is its best)."""
+    key = _gemm_key(dtype)
+    rates = [b["extra_info"][key] for b in load(benchmarks)
+             if b.get("extra_info", {}).get("kind") == "train" and b["extra_info"].get(key)]
     return max(rates, default=None)
 
 
 def rows(benchmarks) -> list:
     """Training rows with speedups and per-area notes, in the order the benchmarks ran; % of
-    roofline against the best dgemm of the run (``best_dgemm``) for every row."""
+    roofline against the best gemm of the run of each row's dtype (``best_gemm``)."""
     train = [b for b in load(benchmarks) if b.get("extra_info", {}).get("kind") == "train"]
-    dgemm = best_dgemm(train)
+    best = {dtype: best_gemm(train, dtype) for dtype in ("float64", "float32")}
     out = []
     for b in train:
         info = b["extra_info"]
-        figures = derived(info, _median(b), dgemm_gflops=dgemm)
+        dtype = "float32" if info.get("dtype") == "float32" else "float64"
+        figures = derived(info, _median(b), gemm_gflops=best[dtype])
         row = Row(b["group"], info["area"], info["workload"], info["label"], info["instances"],
                   info.get("workers"), info["epochs"], info["n_samples"], info["cores"], _median(b),
                   figures["instance_epochs_per_s"], figures["pct_roofline"], figures["flops_per_s"],
-                  peer=bool(info.get("peer")), dgemm_gflops=dgemm)
+                  peer=bool(info.get("peer")), dtype=dtype, gemm_gflops=best[dtype])
         if info.get("overhead_s") is not None:
             row.note = f"outside compute {info['overhead_s']:.3f} s"
         out.append(row)
@@ -129,12 +140,14 @@ def _speedups(out: list) -> None:
 
 
 def _notes(out: list) -> None:
-    """Comparisons inside a group: sync cost vs no sync, growth vs seed, fastffnn vs each peer."""
+    """Comparisons inside a group: sync cost vs no sync, growth vs seed, fastffnn vs each peer and
+    each fastffnn row vs the best peer."""
     for group in dict.fromkeys(r.group for r in out):
         members = [r for r in out if r.group == group]
         plain = next((r for r in members if r.label.endswith("none")), None)
         seed = next((r for r in members if r.workload == "seed"), None)
         ours = max((r.throughput for r in members if not r.peer), default=None)
+        best_peer = max((r for r in members if r.peer), key=lambda r: r.throughput, default=None)
         threads = next((r for r in members if r.label.startswith("threads")), None)
         for r in members:
             if r.area == "sync" and plain is not None and r is not plain:
@@ -144,6 +157,8 @@ def _notes(out: list) -> None:
                     f", {r.flops_per_s / seed.flops_per_s:.2f}x seed's" if seed is not None else "")
             elif r.area == "peers" and r.peer and ours:
                 r.note = f"best fastffnn is {ours / r.throughput:.2f}x this"
+            elif r.area == "peers" and best_peer is not None:
+                r.note = f"{r.throughput / best_peer.throughput:.2f}x the best peer ({best_peer.label})"
             elif r.area == "runtime" and threads is not None and r is not threads:
                 r.note = f"{r.throughput / threads.throughput:.2f}x threads"
 
@@ -194,16 +209,19 @@ def table(train: list, barriers: list = (), latencies: list = ()) -> str:
     parts = []
     if train:
         lines = [[r.group, r.workload if r.area == "growth" else r.label, r.instances, _num(r.workers, "d"),
-                  _num(r.median, ".4g"), _num(r.throughput, ",.0f"),
+                  _num(r.median, ".4g"), _num(r.throughput, ",.0f" if r.throughput >= 100 else ".3g"),
                   _num(r.speedup, ".2f", "*" if r.own_baseline else ""), _num(r.efficiency, ".2f"),
                   _num(r.pct_roofline, ".1f"), r.note] for r in train]
         parts.append(_format(["group", "what", "N", "workers", "median s", "inst-epochs/s", "speedup",
                               "efficiency", "% roofline", "note"], lines, "llrrrrrrrl"))
         foot = [f"speedup: over {BASELINE[0]} at N = {BASELINE[1]} on the same workload; efficiency: "
                 f"speedup / min(N, cores)"]
-        if train[0].dgemm_gflops is not None:
-            foot.append(f"% roofline: against {train[0].cores} cores x the best single-thread dgemm of the "
-                        f"run, {train[0].dgemm_gflops:.1f} GFLOP/s")
+        rates = {r.dtype: r.gemm_gflops for r in train if r.gemm_gflops is not None}
+        if rates:
+            names = {"float64": "dgemm", "float32": "sgemm"}
+            foot.append(f"% roofline: against {train[0].cores} cores x the best single-thread gemm of the row's "
+                        f"dtype in the run, " + ", ".join(f"{names[d]} {g:.1f} GFLOP/s" for d, g in sorted(rates.items(),
+                                                                                                  reverse=True)))
         if any(r.own_baseline and r.speedup is not None for r in train):
             foot.append("*: over the same backend at N = 1 (no serial N = 1 run of that workload here)")
         parts.append("\n".join(foot))
