@@ -19,7 +19,7 @@ from .checkpoint import Writer, data_digest, load
 from .driver import KERNELS, Plan, Start
 from .errors import CheckpointError
 from .hyperparams import HyperParams
-from .network import ACTIVATIONS, Topology, init_params
+from .network import ACTIVATIONS, INITS, Topology, init_params
 from .results import History, Timing, TrainResult, TrainState
 from .sync import STRATEGIES, SYNC_LAYERS, SyncSettings, check_options
 
@@ -34,6 +34,7 @@ CONSTRAINTS = {
     "ray_address": [str, None],
     "kernel": [StrOptions(set(KERNELS))],
     "sync": [StrOptions(set(STRATEGIES))],
+    "init": [StrOptions(set(INITS))],
     "sync_every": [Interval(Integral, 1, None, closed="left")],
     "sync_layers": [StrOptions(set(SYNC_LAYERS))],
     "sync_options": [dict, None],
@@ -133,7 +134,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
           backend="threads", workers=None, kernel="numba", sync="none", sync_every=100,
           sync_layers="last", sync_options=None, dtype="float64", seed=0, timeout=60.0, progress=False,
           validation=None, callback=None, snapshots=None, checkpoint=None, checkpoint_every=None,
-          ray_address=None) -> TrainResult:
+          ray_address=None, init="independent") -> TrainResult:
     """Train N instances of one feed-forward network in parallel on shared data.
 
     Parameters
@@ -160,9 +161,13 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         at most N); instances are split among them.
     kernel : {"numba", "numba-gil", "numpy"}
         The nogil Numba kernels, the same holding the GIL, or plain numpy (the report's way).
-    sync : {"none", "average", "weighted", "best"}
+    sync : {"none", "average", "align", "weighted", "best"}
         What instances exchange every ``sync_every`` epochs (the report's cases 1 and 2; case 3 is
-        ``HyperParams.penalty``).
+        ``HyperParams.penalty``).  "align" averages like "average" after permuting each instance's
+        hidden units to match instance 0's (``fastffnn.align``), which changes no instance's function.
+    init : {"independent", "shared"}
+        How instances start: each from its own random draw, or all from instance 0's weights (only
+        their batch order and hyperparameters then differ).
     sync_every : int
         Epochs between sync points; the global loss is reduced and recorded at each.  The last
         epoch is a sync point too.
@@ -221,14 +226,15 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     # children): a HyperParams with a seed shared by all instances still gives N different starts
     seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
              for k, hp in enumerate(hps)]
-    params, rng = init_params(topology, seeds, dtype)
+    params, rng = init_params(topology, seeds, dtype, init)
     state = TrainState(np.zeros_like(params), rng, np.tile(np.arange(n), (N, 1)),
                        np.array([hp.row(n) for hp in hps]).astype(dtype), epochs, data_digest(X, T, classes),
                        None if val is None else data_digest(*val))
     start = Start(X, T, params, state, History(np.empty((N, 0), dtype=dtype)), Timing(0.0, np.zeros(N), np.zeros(N)))
     config = dict(hidden=tuple(int(h) for h in hidden), activation=activation, instances=N, epochs=int(epochs),
                   kernel=kernel, sync=sync, sync_every=int(sync_every), sync_layers=sync_layers, sync_options=options,
-                  dtype=dtype, seed=int(seed), n_samples=n, n_features=X.shape[1], snapshots=snapshots)
+                  dtype=dtype, seed=int(seed), n_samples=n, n_features=X.shape[1], snapshots=snapshots,
+                  init=init)
     return _launch(start, config, hps, classes, val, backend=backend, workers=workers, ray_address=ray_address,
                    timeout=timeout,
                    progress=progress, callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,

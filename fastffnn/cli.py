@@ -29,7 +29,7 @@ from .backends import BACKENDS
 from .driver import KERNELS
 from .errors import FastFFNNError
 from .hyperparams import FIELDS, HyperParams, vary
-from .network import ACTIVATIONS
+from .network import ACTIVATIONS, INITS
 from .sync import STRATEGIES, SYNC_LAYERS
 
 HYPERPARAMS = tuple(name for name in FIELDS if name != "seed")     # per-instance flags (--seed is the run's)
@@ -92,6 +92,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                                                         f"the report's case 1)")
     run.add_argument("--sync-every", type=int, help=f"epochs between sync points (default {_default('sync_every')})")
     run.add_argument("--sync-layers", choices=SYNC_LAYERS, help=f"default {_default('sync_layers')}")
+    run.add_argument("--init", choices=INITS, help=f"how instances start (default {_default('init')})")
     run.add_argument("--hidden", type=_ints, help=f"hidden widths, e.g. 64,32 (default "
                                                   f"{','.join(map(str, _default('hidden')))})")
     run.add_argument("--activation", choices=list(ACTIVATIONS), help=f"default {_default('activation')}")

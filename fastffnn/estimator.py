@@ -10,7 +10,7 @@ from .api import CONSTRAINTS, train
 
 # The parameters the estimator passes on to ``train``, with train's constraints.
 PARAMETERS = ("hidden", "activation", "instances", "hyperparams", "epochs", "backend", "workers", "kernel",
-              "sync", "sync_every", "sync_layers", "sync_options", "dtype", "seed", "timeout")
+              "sync", "sync_every", "sync_layers", "sync_options", "init", "dtype", "seed", "timeout")
 
 
 class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -48,6 +48,8 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Epochs between sync points.
     sync_layers : {"last", "all"}, default="last"
         Layers a sync touches.
+    init : {"independent", "shared"}, default="independent"
+        How instances start: each from its own draw, or all from instance 0's weights.
     sync_options : dict or None, default=None
         ``temperature`` of "weighted", ``quantile`` of "best".
     dtype : {"float64", "float32"}, default="float64"
@@ -93,7 +95,8 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden=(32, 32), activation="relu", instances=4, hyperparams=None, epochs=1000,
                  backend="threads", workers=None, kernel="numba", sync="none", sync_every=100,
-                 sync_layers="last", sync_options=None, dtype="float64", seed=0, timeout=60.0):
+                 sync_layers="last", sync_options=None, init="independent", dtype="float64", seed=0,
+                 timeout=60.0):
         self.hidden = hidden
         self.activation = activation
         self.instances = instances
@@ -106,6 +109,7 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.sync_every = sync_every
         self.sync_layers = sync_layers
         self.sync_options = sync_options
+        self.init = init
         self.dtype = dtype
         self.seed = seed
         self.timeout = timeout

@@ -46,11 +46,17 @@ class Topology:
         return weights, [flat[b] for _, b in self.layer_slices()]
 
 
-def init_params(topology: Topology, seeds: list, dtype) -> tuple[np.ndarray, np.ndarray]:
+# How instances start: each from its own random draw, or all from instance 0's (then only their
+# batch order and hyperparameters differ).
+INITS = ("independent", "shared")
+
+
+def init_params(topology: Topology, seeds: list, dtype, init: str = "independent") -> tuple[np.ndarray, np.ndarray]:
     """(N, P) initial parameters and (N, 1) uint64 batch-order generator states.
 
     Weights ~ N(0, 2/fan_in) (He) for the ReLU family, N(0, 2/(fan_in+fan_out)) (Glorot) otherwise;
-    biases 0.  ``seeds`` holds one ``numpy.random.SeedSequence`` per instance.
+    biases 0.  ``seeds`` holds one ``numpy.random.SeedSequence`` per instance; with ``init="shared"``
+    every instance takes instance 0's weights (each keeps its own batch-order generator).
     """
     params = np.zeros((len(seeds), topology.n_params), dtype=dtype)
     rng_state = np.empty((len(seeds), 1), dtype=np.uint64)
@@ -62,6 +68,8 @@ def init_params(topology: Topology, seeds: list, dtype) -> tuple[np.ndarray, np.
             fan_in, fan_out = w.shape
             w[...] = rng.normal(0.0, np.sqrt(2.0 / (fan_in if he else fan_in + fan_out)), w.shape)
         rng_state[k, 0] = seq.generate_state(1, dtype=np.uint64)[0]
+    if init == "shared":
+        params[1:] = params[0]
     return params, rng_state
 
 

@@ -17,10 +17,11 @@ from .kernels import config, predict_proba
 from .kernels.config import PENALTY
 from .kernels.reduce import combine_rows
 
+from .align import match, permute
 from .errors import NonFiniteError
 from .hyperparams import HyperParams
 
-STRATEGIES = ("none", "average", "weighted", "best")
+STRATEGIES = ("none", "average", "align", "weighted", "best")
 SYNC_LAYERS = ("last", "all")
 DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
 # the hyperparameter columns a callback may change during a run (the batch size fixes the scratch)
@@ -178,7 +179,15 @@ class SyncAction:
     def _apply(self, err) -> None:
         params, velocity, cols = self.ctx.params, self.ctx.velocity, self.columns
         N = params.shape[0]
-        if self.strategy == "average":
+        if self.strategy in ("average", "align"):
+            if self.strategy == "align":
+                # hidden units matched to instance 0's first (Git Re-Basin weight matching), so the
+                # average does not mix units that play different roles; a permutation changes no
+                # instance's function, and weights and momentum move together
+                topology = self.ctx.plan.topology
+                perms = [None] + [match(topology, params[0], params[k]) for k in range(1, N)]
+                params[1:] = [permute(topology, params[k], perms[k]) for k in range(1, N)]
+                velocity[1:] = [permute(topology, velocity[k], perms[k]) for k in range(1, N)]
             params[:, cols] = combine(params[:, cols], np.full(N, 1.0 / N))
         elif self.strategy == "weighted":
             logits = -err / self.options["temperature"]

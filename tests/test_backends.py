@@ -66,7 +66,8 @@ def output_columns(res, sync_layers="last") -> slice:
 # parent with the same code, so what it could get wrong is the sharing, not the math
 COMBOS = list(itertools.product(("last", "all"), (None, 32), ("float64", "float32")))
 PROCESS_COMBOS = {"none": ("last", None, "float64"), "average": ("all", 32, "float32"),
-                  "weighted": ("last", 32, "float32"), "best": ("all", None, "float64")}
+                  "align": ("last", None, "float32"), "weighted": ("last", 32, "float32"),
+                  "best": ("all", None, "float64")}
 
 
 @pytest.mark.parametrize("sync", STRATEGIES)

@@ -45,7 +45,7 @@ def test_defaults_are_sensible():
     assert params["instances"] == 4 and params["backend"] == "threads"
     assert params["hidden"] == (32, 32) and params["epochs"] >= 100 and params["timeout"] > 0
     assert set(params) == {"hidden", "activation", "instances", "hyperparams", "epochs", "backend", "workers",
-                           "kernel", "sync", "sync_every", "sync_layers", "sync_options", "dtype", "seed",
+                           "kernel", "sync", "sync_every", "sync_layers", "sync_options", "init", "dtype", "seed",
                            "timeout"}
     assert "FFNNEnsembleClassifier()" == repr(clf)
 
