@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 import fastffnn as ff
 from fastffnn.reports import scaling
-from fastffnn.api import cpu_count
+from fastffnn.backends.base import cpu_count
 
 CORES = cpu_count()
 INSTANCES = tuple(sorted({1, 2, CORES, 2 * CORES, 3 * CORES}))

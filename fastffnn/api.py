@@ -14,7 +14,6 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 
 from . import _faults, driver
 from .backends import BACKENDS, get_backend
-from .backends.base import cpu_count  # noqa: F401  (benchmarks read the cores from here)
 from .checkpoint import Writer, data_digest, load
 from .driver import KERNELS, Plan, Start
 from .errors import CheckpointError

@@ -20,7 +20,7 @@ local one that the run starts and stops.
 from __future__ import annotations
 
 import os
-from time import monotonic, perf_counter
+from time import monotonic
 
 import numpy as np
 
@@ -74,14 +74,12 @@ class InstanceGroup:
         ctx, group = self.ctx, self.group
         for name, values in rows.items():
             getattr(ctx, name)[group] = values
-        t = perf_counter()
         finished = run_instances(ctx, self.worker, group, r, self.scratch)
         if not finished:
             return None
         e0, e1 = ctx.plan.rounds[r]
         out = {name: getattr(ctx, name)[group] for name in RESULT}
         out["losses"] = ctx.losses[group, e0:e1]
-        out["busy"] = perf_counter() - t
         return out
 
     def progress(self) -> np.ndarray:
