@@ -8,7 +8,7 @@ import importlib
 from .errors import CheckpointError, InstanceFailed, NonFiniteError, SyncTimeout
 from .hyperparams import HyperParams, vary
 from .network import Ensemble, Instance
-from .results import History, Timing, TrainResult, TrainState
+from .results import Exploit, History, Timing, TrainResult, TrainState
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ _LAZY = {"train": "api", "resume": "api", "save": "checkpoint", "load": "checkpo
          "FFNNEnsembleClassifier": "estimator", "shutdown": "backends", "datasets": None}
 
 __all__ = ["datasets", "train", "resume", "save", "load", "shutdown", "FFNNEnsembleClassifier", "HyperParams", "vary",
-           "InstanceFailed", "NonFiniteError", "SyncTimeout", "CheckpointError", "Ensemble", "Instance", "History",
+           "InstanceFailed", "NonFiniteError", "SyncTimeout", "CheckpointError", "Ensemble", "Instance", "History", "Exploit",
            "Timing", "TrainResult", "TrainState"]
 
 

@@ -173,7 +173,12 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     sync_layers : {"last", "all"}
         Layers a sync touches: the output layer (the report's choice) or all (local SGD).
     sync_options : dict, optional
-        ``temperature`` of "weighted" (default 0.05), ``quantile`` of "best" (default 0.5).
+        ``temperature`` of "weighted" (default 0.05); ``quantile`` of "best" (default 0.5): the
+        instances whose error is above it copy the best one; ``explore`` (default False), "best"
+        only: PBT's exploit and explore -- a copying instance also takes the best one's ``lr``,
+        ``l2`` and ``momentum``, each multiplied by 0.8 or 1.2 (seeded by ``seed`` and the epoch,
+        so reproducible; momentum capped at 0.999), and each copy is logged in
+        ``history.exploits``.
     dtype : {"float64", "float32"}
     seed : int
         Run seed; each instance's seed is spawned from it unless its HyperParams sets one.
@@ -213,7 +218,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     hidden = tuple(hidden)
     if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
         raise ValueError(f"The 'hidden' parameter of train must be a tuple of ints >= 1. Got {hidden!r} instead.")
-    options = check_options(sync_options)
+    options = check_options(sync_options, sync)
     snapshots = check_snapshots(snapshots, epochs)
     X, y, classes = check_data(X, y, dtype)
     T = encode_targets(y, classes, dtype)
@@ -319,5 +324,6 @@ def _launch(start: Start, config: dict, hyperparams: list, classes: np.ndarray, 
     plan = Plan(topology, config["kernel"], rounds, groups, _faults.plan(), timeout, config["dtype"], n, F,
                 frozenset(config["snapshots"]), snapshot_only)
     config = {**config, "backend": backend, "workers": 1 if backend == "serial" else n_workers}
-    sync = SyncSettings(config["sync"], config["sync_layers"], config["sync_options"], validation, callback)
+    sync = SyncSettings(config["sync"], config["sync_layers"], config["sync_options"], validation, callback,
+                        config["seed"])
     return driver.run(plan, runner, start, sync, hyperparams, classes, config, progress, writer)

@@ -8,7 +8,7 @@ A checkpoint is one ``.npz`` file -- an uncompressed zip of ``.npy`` arrays -- h
   ``fastffnn`` version that wrote it, the run's ``config`` and its ``config_sha256``,
   ``data_sha256`` and ``validation_sha256`` (digests of the data the run was trained and
   validated on), ``target_epochs``, ``wall``, each instance's ``hyperparams``, the ``snapshots``'
-  epochs, and for every other array its ``dtype``, ``shape`` and ``sha256``;
+  epochs, the ``exploits`` of PBT's explore (``History.exploits``), and for every other array its ``dtype``, ``shape`` and ``sha256``;
 - ``params``, ``velocity`` (N, P); ``rng`` (N, 1) uint64; ``order`` (N, n) int64; ``hyper`` (N, H);
   ``classes`` (K,); ``losses`` (N, epochs); ``sync_epochs``, ``global_loss``,
   ``ensemble_val_accuracy`` (R,) and ``val_accuracy`` (R, N); ``compute``, ``barrier_wait`` (N,);
@@ -46,7 +46,7 @@ from .errors import CheckpointError
 from .hyperparams import HyperParams
 from .kernels.config import N_HYPER
 from .network import ACTIVATIONS, Ensemble, Topology
-from .results import History, Timing, TrainResult, TrainState
+from .results import Exploit, History, Timing, TrainResult, TrainState
 
 FORMAT, VERSION = "fastffnn-checkpoint", 1
 MANIFEST = "manifest"
@@ -140,6 +140,7 @@ def save(result: TrainResult, path) -> Path:
                 "validation_sha256": state.validation_sha256, "target_epochs": state.target_epochs,
                 "wall": result.timing.wall, "hyperparams": [asdict(hp) for hp in result.hyperparams],
                 "snapshots": sorted(result.history.snapshots),
+                "exploits": [asdict(e) for e in result.history.exploits],
                 "arrays": {name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": digest(a)}
                            for name, a in arrays.items()}}
     arrays[MANIFEST] = np.frombuffer(canonical_json(manifest).encode(), dtype=np.uint8)
@@ -322,12 +323,24 @@ def _result(path: Path, manifest: dict, arrays: dict) -> TrainResult:
     if len(hyperparams) != N:
         raise CheckpointError(path, f"its manifest lists {len(hyperparams)} hyperparameter sets for {N} instances")
     history = History(arrays["losses"], arrays["sync_epochs"], arrays["global_loss"], arrays["val_accuracy"],
-                      arrays["ensemble_val_accuracy"], snapshots)
+                      arrays["ensemble_val_accuracy"], snapshots, _exploits(path, manifest.get("exploits", [])))
     state = TrainState(arrays["velocity"], arrays["rng"], arrays["order"], arrays["hyper"],
                        int(manifest["target_epochs"]), manifest["data_sha256"], manifest["validation_sha256"])
     return TrainResult(Ensemble(topology, arrays["params"], hyperparams, classes), history,
                        Timing(float(manifest["wall"]), arrays["compute"], arrays["barrier_wait"]), config,
                        hyperparams, state)
+
+
+def _exploits(path: Path, records) -> list:
+    """The manifest's PBT copies as ``Exploit`` records (the manifest's digest is not checked, so
+    their form is)."""
+    try:
+        exploits = [Exploit(int(r["epoch"]), int(r["source"]), int(r["target"]),
+                            {k: float(v) for k, v in r["old"].items()}, {k: float(v) for k, v in r["new"].items()})
+                    for r in records]
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise CheckpointError(path, f"its manifest's 'exploits' are malformed ({type(exc).__name__}: {exc})") from exc
+    return exploits
 
 
 class Writer:

@@ -90,6 +90,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                                                 f"--resume, the total, by default the run's)")
     run.add_argument("--sync", choices=STRATEGIES, help=f"what instances exchange (default {MAIN_JOB['sync']}, "
                                                         f"the report's case 1)")
+    run.add_argument("--explore", action="store_true", default=None,
+                     help="with --sync best: PBT's explore, copied hyperparameters perturbed by x0.8 or x1.2")
     run.add_argument("--sync-every", type=int, help=f"epochs between sync points (default {_default('sync_every')})")
     run.add_argument("--sync-layers", choices=SYNC_LAYERS, help=f"default {_default('sync_layers')}")
     run.add_argument("--init", choices=INITS, help=f"how instances start (default {_default('init')})")
@@ -232,6 +234,8 @@ def _given(args) -> dict:
     """``train``'s keyword arguments from the flags the user gave; hyperparameters through ``vary``."""
     names = [name for name in inspect.signature(api.train).parameters if hasattr(args, name) and name not in OUTPUTS]
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if getattr(args, "explore", None):
+        given["sync_options"] = {"explore": True}
     values = {name: getattr(args, name) for name in HYPERPARAMS if getattr(args, name) is not None}
     if any(isinstance(v, list) for v in values.values()):
         given["hyperparams"] = vary(**values)
@@ -319,6 +323,7 @@ def summary(result, name: str, X, X_test, y, y_test, drawn, saved_to) -> dict:
             "timing": {"wall_s": timing.wall, "compute_s": float(timing.compute.sum()),
                        "barrier_wait_s": float(timing.barrier_wait.sum()),
                        "instance_epochs_per_s": losses.size / timing.wall},
+            "exploits": len(result.history.exploits),
             "figures": [] if drawn is None else [str(p) for p in drawn.paths],
             "skipped_figures": {} if drawn is None else drawn.skipped, "checkpoint": saved_to}
 
@@ -332,6 +337,8 @@ def format_summary(s: dict) -> str:
     c, d, t = s["config"], s["data"], s["timing"]
     layers = {"last": "the output layer", "all": "all layers"}[c["sync_layers"]]
     sync = "none" if c["sync"] == "none" else f"{c['sync']} of {layers} every {c['sync_every']} epochs"
+    if c["sync_options"].get("explore"):
+        sync += f" with PBT's explore ({s['exploits']} copies)"
     lines = [f"{d['name']}: {d['train_samples']} train / {d['test_samples']} test samples, {d['features']} features",
              f"{c['instances']} instances of {'-'.join(map(str, s['sizes']))} {c['activation']}, {c['epochs']} "
              f"epochs, backend={c['backend']} ({c['workers']} worker{'s' * (c['workers'] != 1)}), sync={sync}, "

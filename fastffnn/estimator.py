@@ -51,7 +51,8 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
     init : {"independent", "shared"}, default="independent"
         How instances start: each from its own draw, or all from instance 0's weights.
     sync_options : dict or None, default=None
-        ``temperature`` of "weighted", ``quantile`` of "best".
+        ``temperature`` of "weighted", ``quantile`` and ``explore`` (PBT) of "best"; see
+        ``fastffnn.train``.
     dtype : {"float64", "float32"}, default="float64"
         Floating point type of data and weights.
     seed : int, default=0

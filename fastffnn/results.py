@@ -16,6 +16,20 @@ def accuracy(proba: np.ndarray, T: np.ndarray) -> float:
     return float(np.mean(np.argmax(proba, axis=1) == np.argmax(T, axis=1)))
 
 
+@dataclass(frozen=True)
+class Exploit:
+    """One copy made by ``sync="best"`` with ``sync_options={"explore": True}`` (PBT): at sync
+    ``epoch``, instance ``target`` took the weights, momentum and hyperparameters of ``source``;
+    ``old`` and ``new`` are the target's ``lr``, ``l2`` and ``momentum`` before and after (the
+    source's, each multiplied by 0.8 or 1.2)."""
+
+    epoch: int
+    source: int
+    target: int
+    old: dict
+    new: dict
+
+
 @dataclass
 class History:
     """``losses`` (N, epochs): each instance's mean training loss per epoch.  Per sync point:
@@ -23,7 +37,8 @@ class History:
     ``val_accuracy`` (R, N) and ``ensemble_val_accuracy`` (R,) when validation data was given.
     ``snapshots``: {epoch: (N, P) parameters} at the epochs asked for with ``train(snapshots=...)``;
     epoch 0 is the initial weights, and a snapshot at a sync point is taken after the sync (the
-    weights the next epoch starts from)."""
+    weights the next epoch starts from).  ``exploits``: the ``Exploit`` copies of PBT's explore, in
+    order."""
 
     losses: np.ndarray
     sync_epochs: list = field(default_factory=list)
@@ -31,6 +46,7 @@ class History:
     val_accuracy: list = field(default_factory=list)
     ensemble_val_accuracy: list = field(default_factory=list)
     snapshots: dict = field(default_factory=dict)
+    exploits: list = field(default_factory=list)
 
     def record_sync(self, epoch: int, global_loss: float, probas: np.ndarray | None,
                     T_val: np.ndarray | None) -> np.ndarray | None:
@@ -47,12 +63,13 @@ class History:
         """A History that goes on from this one's records, with ``losses`` the run's (N, epochs)
         array (this one's epochs already copied into it)."""
         return History(losses, list(self.sync_epochs), list(self.global_loss), list(self.val_accuracy),
-                       list(self.ensemble_val_accuracy), dict(self.snapshots))
+                       list(self.ensemble_val_accuracy), dict(self.snapshots), list(self.exploits))
 
     def finish(self, losses: np.ndarray) -> "History":
         """Freeze the lists into arrays, with ``losses`` copied out of the run's shared arrays."""
         return History(losses.copy(), np.array(self.sync_epochs), np.array(self.global_loss),
-                       np.array(self.val_accuracy), np.array(self.ensemble_val_accuracy), dict(self.snapshots))
+                       np.array(self.val_accuracy), np.array(self.ensemble_val_accuracy), dict(self.snapshots),
+                       list(self.exploits))
 
 
 @dataclass

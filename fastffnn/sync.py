@@ -20,15 +20,23 @@ from .kernels.reduce import combine_rows
 from .align import match, permute
 from .errors import NonFiniteError
 from .hyperparams import HyperParams
+from .results import Exploit
 
 STRATEGIES = ("none", "average", "align", "weighted", "best")
 SYNC_LAYERS = ("last", "all")
-DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
+DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5, "explore": False}
+# PBT's explore (sync="best" with explore): each copied hyperparameter is multiplied by one of
+# these factors, drawn per instance and hyperparameter from a generator seeded by the run seed and
+# the sync epoch (so a resumed run draws what a straight one would); momentum is kept below 1
+EXPLORED = ("lr", "l2", "momentum")
+EXPLORE_FACTORS = (0.8, 1.2)
+MOMENTUM_CAP = 0.999
+EXPLORE_KEY = 0xE7910E      # keeps the explore generator's seed apart from the instances' seeds
 # the hyperparameter columns a callback may change during a run (the batch size fixes the scratch)
 RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name != "batch_size")
 
 
-def check_options(options: dict | None) -> dict:
+def check_options(options: dict | None, strategy: str = "none") -> dict:
     """The strategies' options with defaults filled in; bad keys or values raise before the run."""
     options = {**DEFAULT_OPTIONS, **(options or {})}
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
@@ -41,7 +49,12 @@ def check_options(options: dict | None) -> dict:
     if not 0 <= options["quantile"] <= 1:
         raise ValueError(f"sync_options['quantile'] must be a float in the range [0, 1]. "
                          f"Got {options['quantile']!r} instead.")
-    return options
+    if not isinstance(options["explore"], (bool, np.bool_)):
+        raise ValueError(f"sync_options['explore'] must be True or False. Got {options['explore']!r} instead.")
+    if options["explore"] and strategy != "best":
+        raise ValueError(f"sync_options['explore'] perturbs the hyperparameters that sync='best' copies; "
+                         f"it needs sync='best'. Got sync={strategy!r}; pass sync='best' or drop 'explore'.")
+    return {**options, "explore": bool(options["explore"])}
 
 
 def sync_columns(topology, sync_layers: str) -> slice:
@@ -104,6 +117,7 @@ class SyncSettings:
     options: dict | None = None
     validation: tuple | None = None
     callback: object = None
+    seed: int = 0
 
 
 class SyncAction:
@@ -116,7 +130,8 @@ class SyncAction:
         self.ctx, self.history, self.progress, self.at_sync = ctx, history, progress, at_sync
         self.strategy, self.callback, self.validation = settings.strategy, settings.callback, settings.validation
         self.columns = sync_columns(ctx.plan.topology, settings.layers)
-        self.options = check_options(settings.options)
+        self.options = check_options(settings.options, settings.strategy)
+        self.seed = settings.seed
         self.round = 0
 
     def __call__(self) -> None:
@@ -161,7 +176,7 @@ class SyncAction:
             e1, global_loss, probas, None if self.validation is None else self.validation[1])
         if self.strategy != "none" and N > 1:
             # err_i = mean |y_hat - y| per instance: the report's case-2 criterion
-            self._apply(None if probas is None else np.abs(probas - T).mean(axis=(1, 2)))
+            self._apply(None if probas is None else np.abs(probas - T).mean(axis=(1, 2)), e1)
         # ``round`` counts sync points over the whole run, resumed parts included
         return SyncPoint(e1, len(self.history.sync_epochs) - 1, global_loss, last[:, 0].copy(), val_acc, ctx)
 
@@ -176,7 +191,7 @@ class SyncAction:
             if not np.isfinite(ctx.params[k]).all():
                 raise NonFiniteError(k, e1 - 1)
 
-    def _apply(self, err) -> None:
+    def _apply(self, err, epoch: int) -> None:
         params, velocity, cols = self.ctx.params, self.ctx.velocity, self.columns
         N = params.shape[0]
         if self.strategy in ("average", "align"):
@@ -198,3 +213,21 @@ class SyncAction:
             losers = np.flatnonzero(err > np.quantile(err, self.options["quantile"]))
             params[np.ix_(losers, np.arange(cols.start, cols.stop))] = params[best, cols]
             velocity[np.ix_(losers, np.arange(cols.start, cols.stop))] = velocity[best, cols]
+            if self.options["explore"]:
+                self._explore(best, losers, epoch)
+
+    def _explore(self, source: int, targets: np.ndarray, epoch: int) -> None:
+        """PBT's exploit and explore: each target, which has just copied the source's weights and
+        momentum, takes its hyperparameters too, each multiplied by 0.8 or 1.2; every copy goes to
+        ``history.exploits``."""
+        hyper = self.ctx.hyper
+        rng = np.random.default_rng((self.seed, EXPLORE_KEY, epoch))
+        columns = [config.HYPER_COLUMNS.index(name) for name in EXPLORED]
+        for target in targets:
+            old = {name: float(hyper[target, c]) for name, c in zip(EXPLORED, columns)}
+            factors = rng.choice(EXPLORE_FACTORS, size=len(EXPLORED))
+            for name, c, factor in zip(EXPLORED, columns, factors):
+                value = float(hyper[source, c]) * factor
+                hyper[target, c] = min(value, MOMENTUM_CAP) if name == "momentum" else value
+            new = {name: float(hyper[target, c]) for name, c in zip(EXPLORED, columns)}
+            self.history.exploits.append(Exploit(epoch, source, int(target), old, new))

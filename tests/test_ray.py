@@ -66,6 +66,16 @@ def test_bit_identical_to_serial(local_ray, sync, dtype):
     assert res.config["backend"] == "ray" and len(res.config["ray_nodes"]) == 2
 
 
+def test_new_sync_options_are_bit_identical_to_serial(local_ray):
+    """align, shared starts and PBT's explore (whose copied hyperparameters travel back to the
+    actors with the weights)."""
+    for sync, kw in (("align", dict(init="shared")), ("best", dict(sync_options={"explore": True}))):
+        res, ref = train("ray", sync, **kw), train("serial", sync, **kw)
+        assert_identical(res, ref)
+        assert res.history.exploits == ref.history.exploits
+    assert res.history.exploits and res.hyperparams == ref.hyperparams
+
+
 def test_a_killed_actor_is_named_promptly(local_ray):
     """Row 16: an actor SIGKILLed in the middle of its kernels -> InstanceFailed naming its
     instances, in seconds."""

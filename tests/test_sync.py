@@ -1,5 +1,5 @@
-"""Syncing that works (DESIGN.md B5): shared starts and aligned averaging, bit-identical on every
-backend."""
+"""Syncing that works (DESIGN.md B5): shared starts, aligned averaging and PBT's explore,
+bit-identical on every backend."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -39,7 +39,7 @@ def _sync(params, velocity, topology, strategy):
     """The barrier action's strategy alone, on (N, P) rows, over every layer."""
     ctx = SimpleNamespace(params=params, velocity=velocity, plan=SimpleNamespace(topology=topology))
     action = SyncAction(ctx, SyncSettings(strategy, "all"), history=None)
-    action._apply(None)
+    action._apply(None, 0)
 
 
 def test_aligned_average_of_permuted_copies_is_the_network():
@@ -69,3 +69,70 @@ def test_align_and_shared_init_are_bit_identical_across_backends(backend):
 
 def test_align_changes_learning_from_plain_averaging():
     assert train(sync="align").ensemble.params.tobytes() != train(sync="average").ensemble.params.tobytes()
+
+
+EXPLORE = dict(sync="best", sync_options={"explore": True}, snapshots=[0, 10, 20, 30, 40])
+
+
+def test_explore_copies_live_state_perturbs_it_and_logs_every_copy():
+    seen = []
+    res = train(**EXPLORE, callback=lambda point: seen.append((point.epoch, point.hyperparams)))
+    exploits, snaps = res.history.exploits, res.history.snapshots
+    cols = ff.sync.sync_columns(res.ensemble.topology, "last")
+    hyper = {0: train().hyperparams}        # before the first sync: the starting hyperparameters
+    for epoch, hps in seen:
+        hyper[epoch] = hps
+    assert {e.epoch for e in exploits} == {10, 20, 30, 40} and len(exploits) == 4 * 2   # 2 of 4 above the median
+    for e in exploits:
+        prev_epoch = max(s for s in hyper if s < e.epoch)       # the sync before: what the live rows held
+        source = hyper[prev_epoch][e.source]
+        target_before = hyper[prev_epoch][e.target]
+        assert e.source != e.target
+        assert e.old == {name: getattr(target_before, name) for name in ("lr", "l2", "momentum")}
+        for name in ("lr", "l2", "momentum"):
+            ratio = e.new[name] / getattr(source, name) if getattr(source, name) else 1.0
+            capped = name == "momentum" and e.new[name] == ff.sync.MOMENTUM_CAP
+            assert capped or ratio == pytest.approx(0.8) or ratio == pytest.approx(1.2), (e, name)
+            assert getattr(hyper[e.epoch][e.target], name) == e.new[name]      # what the kernels read next
+        # the weights the next span starts from: the source's output layer, as it was at the sync
+        assert (snaps[e.epoch][e.target, cols] == snaps[e.epoch][e.source, cols]).all()
+    assert [hp.lr for hp in res.hyperparams] != [hp.lr for hp in hyper[0]]
+
+
+def test_explore_is_reproducible_for_a_seed_and_differs_across_seeds():
+    a, b, c = train(**EXPLORE), train(**EXPLORE), train(**EXPLORE, seed=4)
+    assert a.history.exploits == b.history.exploits
+    assert a.ensemble.params.tobytes() == b.ensemble.params.tobytes()
+    assert [e.new for e in a.history.exploits] != [e.new for e in c.history.exploits]
+
+
+def test_explore_changes_learning_from_plain_best():
+    plain = train(sync="best")
+    assert plain.history.exploits == []
+    assert train(**EXPLORE).ensemble.params.tobytes() != plain.ensemble.params.tobytes()
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes", "prange"])
+def test_explore_is_bit_identical_across_backends(backend):
+    res, ref = train(backend, **EXPLORE), train(**EXPLORE)
+    assert res.ensemble.params.tobytes() == ref.ensemble.params.tobytes()
+    assert res.history.exploits == ref.history.exploits
+
+
+def test_explore_resumes_bit_identically(tmp_path):
+    straight = train(**{**EXPLORE, "snapshots": [0]})
+    half = train(**{**EXPLORE, "snapshots": [0]}, epochs=20, checkpoint=tmp_path / "run.npz")
+    assert ff.load(tmp_path / "run.npz").history.exploits == half.history.exploits
+    rest = ff.resume(tmp_path / "run.npz", X, Y, epochs=40)
+    assert rest.ensemble.params.tobytes() == straight.ensemble.params.tobytes()
+    assert rest.history.exploits == straight.history.exploits
+    assert [hp.lr for hp in rest.hyperparams] == [hp.lr for hp in straight.hyperparams]
+
+
+@pytest.mark.parametrize("options, sync, message", [
+    ({"explore": True}, "average", "it needs sync='best'. Got sync='average'"),
+    ({"explore": "yes"}, "best", r"sync_options\['explore'\] must be True or False. Got 'yes'"),
+])
+def test_bad_explore_is_refused(options, sync, message):
+    with pytest.raises(ValueError, match=message):
+        train(sync=sync, sync_options=options)
