@@ -33,7 +33,7 @@ CONSTRAINTS = {
     "ray_address": [str, None],
     "kernel": [StrOptions(set(KERNELS))],
     "sync": [StrOptions(set(STRATEGIES))],
-    "init": [StrOptions(set(INITS))],
+    "init": [StrOptions(set(INITS)), np.ndarray],
     "sync_every": [Interval(Integral, 1, None, closed="left")],
     "sync_layers": [StrOptions(set(SYNC_LAYERS))],
     "sync_options": [dict, None],
@@ -92,6 +92,18 @@ def check_validation(validation, X: np.ndarray, classes: np.ndarray, dtype) -> t
     if unseen.size:
         raise ValueError(f"y_val holds labels {unseen.tolist()} not seen in y.")
     return X_val, encode_targets(y_val, classes, dtype)
+
+
+def check_init(init, shape: tuple):
+    """``init`` as ``init_params`` takes it: a name of ``INITS``, or given starting parameters."""
+    if isinstance(init, str):
+        return init
+    if init.shape != shape or init.dtype.kind != "f" or not np.isfinite(init).all():
+        raise ValueError(f"The 'init' parameter of train, given as an array, must hold every instance's "
+                         f"starting parameters: finite floats of shape {shape} (instances, parameters). Got "
+                         f"an array of {init.dtype} of shape {init.shape}"
+                         f"{'' if init.dtype.kind != 'f' or np.isfinite(init).all() else ' with NaN or Inf'} instead.")
+    return init
 
 
 def check_snapshots(snapshots, epochs: int) -> list:
@@ -164,9 +176,10 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
         What instances exchange every ``sync_every`` epochs (the report's cases 1 and 2; case 3 is
         ``HyperParams.penalty``).  "align" averages like "average" after permuting each instance's
         hidden units to match instance 0's (``fastffnn.align``), which changes no instance's function.
-    init : {"independent", "shared"}
+    init : {"independent", "shared"} or ndarray of shape (instances, n_params)
         How instances start: each from its own random draw, or all from instance 0's weights (only
-        their batch order and hyperparameters then differ).
+        their batch order and hyperparameters then differ), or from the given flat parameter rows
+        (laid out as ``Topology.views`` reads them; the run's config then says ``"given"``).
     sync_every : int
         Epochs between sync points; the global loss is reduced and recorded at each.  The last
         epoch is a sync point too.
@@ -230,7 +243,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     # children): a HyperParams with a seed shared by all instances still gives N different starts
     seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
              for k, hp in enumerate(hps)]
-    params, rng = init_params(topology, seeds, dtype, init)
+    params, rng = init_params(topology, seeds, dtype, check_init(init, (N, topology.n_params)))
     state = TrainState(np.zeros_like(params), rng, np.tile(np.arange(n), (N, 1)),
                        np.array([hp.row(n) for hp in hps]).astype(dtype), epochs, data_digest(X, T, classes),
                        None if val is None else data_digest(*val))
@@ -238,7 +251,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     config = dict(hidden=tuple(int(h) for h in hidden), activation=activation, instances=N, epochs=int(epochs),
                   kernel=kernel, sync=sync, sync_every=int(sync_every), sync_layers=sync_layers, sync_options=options,
                   dtype=dtype, seed=int(seed), n_samples=n, n_features=X.shape[1], snapshots=snapshots,
-                  init=init)
+                  init=init if isinstance(init, str) else "given")
     return _launch(start, config, hps, classes, val, backend=backend, workers=workers, ray_address=ray_address,
                    timeout=timeout,
                    progress=progress, callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,

@@ -3,6 +3,7 @@
     fastffnn train [options]        train N instances and summarise them (the main job)
     fastffnn plot RUN [options]     redraw every figure of a saved run
     fastffnn bench RESULTS.json     the scaling report of a benchmark run
+    fastffnn report [--quick]       run the findings experiments and write REPORT.md
 
 ``train`` with no options trains 8 instances of the report's network on the embedded
 breast-cancer data with the threads backend and the report's case 1 (``--sync average``).  Its
@@ -123,7 +124,7 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="fastffnn", description="Train many instances of a feed-forward network in parallel.",
                     epilog="The main job: fastffnn train (its options: fastffnn train --help).")
-    commands = parser.add_subparsers(dest="command", metavar="{train,plot,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,plot,bench,report}")
     common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
@@ -152,6 +153,15 @@ def build_parser() -> Parser:
     plot.add_argument("--seed", type=int, help="seed of the train/test split (default: the run's)")
     _add_data_flags(plot)
     plot.set_defaults(handler=cmd_plot)
+
+    report = commands.add_parser("report", parents=[common], help="run the findings experiments, write REPORT.md",
+                                 description="Run the experiments that answer the 2020 report's questions and "
+                                             "write REPORT.md with its figures in Plots/ (fastffnn.reports.findings).")
+    report.add_argument("--quick", action="store_true", help="a small run that checks the command (under two "
+                                                             "minutes; too small to conclude from)")
+    report.add_argument("--out", default=".", help="folder of REPORT.md; the figures go to its Plots/ (default .)")
+    report.add_argument("--json", metavar="PATH", help="also write every run's records as JSON")
+    report.set_defaults(handler=cmd_report)
 
     bench = commands.add_parser("bench", add_help=False, help="print the scaling report of benchmark results")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="RESULTS.json [--plots DIR] [--no-plots]")
@@ -419,6 +429,14 @@ def cmd_plot(args) -> int:
 def cmd_bench(args) -> int:
     from .reports import scaling
     return scaling.main(args.args)
+
+
+def cmd_report(args) -> int:
+    from .reports import findings
+    if not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: no such folder")
+    findings.run(args.out, args.quick, args.json, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
 
 
 def main(argv: list | None = None) -> int:

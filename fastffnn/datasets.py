@@ -12,8 +12,9 @@ def standardise(X_train: np.ndarray, *others: np.ndarray) -> tuple:
     return tuple((X - mean) / std for X in (X_train, *others))
 
 
-def breast_cancer(test_size: float = 0.2, seed: int = 0, X=None, y=None) -> tuple:
-    """Stratified train/test split, standardised on the train part.
+def breast_cancer(test_size: float = 0.2, seed: int = 0, X=None, y=None, scale: bool = True) -> tuple:
+    """Stratified train/test split, standardised on the train part (unless ``scale`` is False:
+    the raw features, as the 2020 report trained on them).
 
     Parameters
     ----------
@@ -33,5 +34,6 @@ def breast_cancer(test_size: float = 0.2, seed: int = 0, X=None, y=None) -> tupl
     X_train, X_test, y_train, y_test = train_test_split(
         np.asarray(X, dtype=float), np.asarray(y), test_size=test_size, random_state=seed,
         stratify=np.asarray(y))
-    X_train, X_test = standardise(X_train, X_test)
+    if scale:
+        X_train, X_test = standardise(X_train, X_test)
     return X_train, X_test, y_train, y_test

@@ -42,7 +42,7 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Threads or processes used (default: cores, at most N).
     kernel : {"numba", "numba-gil", "numpy"}, default="numba"
         Compute kernels: nogil Numba, Numba holding the GIL, or plain numpy.
-    sync : {"none", "average", "weighted", "best"}, default="none"
+    sync : {"none", "average", "align", "weighted", "best"}, default="none"
         What instances exchange every ``sync_every`` epochs.
     sync_every : int, default=100
         Epochs between sync points.

@@ -51,12 +51,13 @@ class Topology:
 INITS = ("independent", "shared")
 
 
-def init_params(topology: Topology, seeds: list, dtype, init: str = "independent") -> tuple[np.ndarray, np.ndarray]:
+def init_params(topology: Topology, seeds: list, dtype, init="independent") -> tuple[np.ndarray, np.ndarray]:
     """(N, P) initial parameters and (N, 1) uint64 batch-order generator states.
 
     Weights ~ N(0, 2/fan_in) (He) for the ReLU family, N(0, 2/(fan_in+fan_out)) (Glorot) otherwise;
     biases 0.  ``seeds`` holds one ``numpy.random.SeedSequence`` per instance; with ``init="shared"``
-    every instance takes instance 0's weights (each keeps its own batch-order generator).
+    every instance takes instance 0's weights (each keeps its own batch-order generator); an (N, P)
+    array as ``init`` gives the parameters themselves.
     """
     params = np.zeros((len(seeds), topology.n_params), dtype=dtype)
     rng_state = np.empty((len(seeds), 1), dtype=np.uint64)
@@ -68,7 +69,9 @@ def init_params(topology: Topology, seeds: list, dtype, init: str = "independent
             fan_in, fan_out = w.shape
             w[...] = rng.normal(0.0, np.sqrt(2.0 / (fan_in if he else fan_in + fan_out)), w.shape)
         rng_state[k, 0] = seq.generate_state(1, dtype=np.uint64)[0]
-    if init == "shared":
+    if not isinstance(init, str):
+        params[...] = init
+    elif init == "shared":
         params[1:] = params[0]
     return params, rng_state
 

@@ -136,3 +136,15 @@ def test_explore_resumes_bit_identically(tmp_path):
 def test_bad_explore_is_refused(options, sync, message):
     with pytest.raises(ValueError, match=message):
         train(sync=sync, sync_options=options)
+
+
+def test_given_starting_parameters_are_the_start_and_are_checked():
+    P = train().ensemble.topology.n_params
+    start = np.random.default_rng(0).normal(size=(4, P)) / 22
+    res = train(init=start)
+    assert (res.history.snapshots[0] == start).all() and res.config["init"] == "given"
+    with pytest.raises(ValueError, match=rf"finite floats of shape \(4, {P}\).*Got an array of float64 of shape \(3, {P}\)"):
+        train(init=start[:3])
+    start[1, 5] = np.nan
+    with pytest.raises(ValueError, match="with NaN or Inf"):
+        train(init=start)
