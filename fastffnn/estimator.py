@@ -46,7 +46,7 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
         What instances exchange every ``sync_every`` epochs.
     sync_every : int, default=100
         Epochs between sync points.
-    sync_layers : {"last", "all"}, default="last"
+    sync_layers : {"all", "last"}, default="all"
         Layers a sync touches.
     init : {"independent", "shared"}, default="independent"
         How instances start: each from its own draw, or all from instance 0's weights.
@@ -96,7 +96,7 @@ class FFNNEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden=(32, 32), activation="relu", instances=4, hyperparams=None, epochs=1000,
                  backend="threads", workers=None, kernel="numba", sync="none", sync_every=100,
-                 sync_layers="last", sync_options=None, init="independent", dtype="float64", seed=0,
+                 sync_layers="all", sync_options=None, init="independent", dtype="float64", seed=0,
                  timeout=60.0):
         self.hidden = hidden
         self.activation = activation

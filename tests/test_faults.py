@@ -45,7 +45,7 @@ X, Y = make_data()
 
 def train(backend, faults=(), **kw):
     options = dict(hidden=(8, 8), instances=N, epochs=EPOCHS, sync_every=EVERY, workers=2, timeout=120.0,
-                   sync="average", seed=5, hyperparams=ff.HyperParams(lr=0.05))
+                   sync="average", sync_layers="last", seed=5, hyperparams=ff.HyperParams(lr=0.05))
     options.update(kw)
     with inject(*faults):
         return ff.train(X, Y, backend=backend, **options)

@@ -47,7 +47,7 @@ def result(data):
     """A synced run with validation data and snapshots at epochs 0, 15 and 30 (taken by train
     where it can, else built: the exact initial weights and the final ones)."""
     X, y, X_val, y_val = data
-    kwargs = dict(hidden=HIDDEN, instances=INSTANCES, epochs=EPOCHS, sync="average", sync_every=SYNC_EVERY,
+    kwargs = dict(hidden=HIDDEN, instances=INSTANCES, epochs=EPOCHS, sync="average", sync_layers="last", sync_every=SYNC_EVERY,
                   backend="serial", validation=(X_val, y_val), seed=2)
     if "snapshots" in inspect.signature(ff.train).parameters:
         return ff.train(X, y, snapshots=[0, 15, EPOCHS], **kwargs)
@@ -105,7 +105,7 @@ def test_convergence_shows_loss_and_validation_accuracy(result):
 
 def test_convergence_without_validation_and_with_many_instances_and_syncs(data):
     X, y, _, _ = data
-    res = ff.train(X, y, hidden=(3,), instances=12, epochs=30, sync="average", sync_every=1, backend="serial")
+    res = ff.train(X, y, hidden=(3,), instances=12, epochs=30, sync="average", sync_layers="last", sync_every=1, backend="serial")
     fig = fp.convergence.plot(res)
     loss, bar = fig.axes                # no accuracy axes, a colour bar for 12 instances
     assert bar in _colourbars(fig) and bar.get_ylabel() == "instance index"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fastffnn as ff
+from fastffnn.reports import answers, findings
 from fastffnn.reports import experiments as ex
-from fastffnn.reports import findings
 
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -53,18 +53,18 @@ def test_the_tables_are_the_records(report):
     base = sorted((r for r in records["syncing"] if r["strategy"] == "none" and r["init"] == "independent"),
                   key=lambda r: r["seed"])
     assert len(base) == s.seeds
-    accuracy = findings.ci([r["test_accuracy"] for r in base], ".2f", True)
+    accuracy = answers.ci([r["test_accuracy"] for r in base], ".2f", True)
     assert f"| independent (no sync) | independent | " in text and f"| {accuracy} |" in text
     # question 1: every configuration's throughput at N = 1
     for backend, kernel in ex.GIL_CONFIGS:
         values = [r["throughput"] for r in records["gil"] if (r["backend"], r["kernel"], r["instances"])
                   == (backend, kernel, 1)]
         assert len(values) == s.gil_repeats
-        assert f"| {backend} / {kernel} | {findings.ci(values, ',.0f')} |" in text
+        assert f"| {backend} / {kernel} | {answers.ci(values, ',.0f')} |" in text
     # question 3: the penalty's test log loss
     for d in s.penalties:
         values = [r["test_log_loss"] for r in sorted(records["penalty"], key=lambda r: r["seed"]) if r["penalty"] == d]
-        assert findings.ci(values) in text
+        assert answers.ci(values) in text
 
 
 def test_a_record_retrained_gives_the_same_numbers(report):

@@ -123,7 +123,7 @@ def test_main_job_prints_instances_and_ensemble(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastffnn", "train", "--instances", "3", "--epochs", "100",
                           "--no-plots"], capture_output=True, text=True, timeout=300, check=True, cwd=tmp_path).stdout
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"])]
-    assert len(rows) == 3 and "sync=average" in out
+    assert len(rows) == 3 and "sync=none" in out
     ensemble = next(line for line in out.splitlines() if line.startswith("ensemble")).split()
     assert float(ensemble[-1]) > 0.9          # test accuracy
     assert not (tmp_path / "Plots").exists()

@@ -93,6 +93,8 @@ def curves(groups: dict, target: float | None, title: str, ylabel: str = "mean t
     fig = new_figure(9, 5.5)
     ax = fig.add_subplot()
     for c, (label, runs) in enumerate(groups.items()):
+        if not runs:
+            continue
         runs = np.array(runs)
         ax.plot(np.arange(1, runs.shape[1] + 1), runs.mean(axis=0), color=f"C{c % 10}", lw=1.2,
                 ls="-" if c < 10 else "--", label=label)
@@ -113,7 +115,7 @@ def penalty(records: list, penalties: list, target: float) -> Figure:
     fig = new_figure(13, 4.5)
     ax, bx, cx = fig.subplots(1, 3)
     for c, d in enumerate(penalties):
-        runs = np.array([r["curve"] for r in records if r["penalty"] == d])
+        runs = np.array([r["curve"] for r in records if r["penalty"] == d and not r["failed"]])
         ax.plot(np.arange(1, runs.shape[1] + 1), runs.mean(axis=0), color=f"C{c}", label=f"∂ = {d:g}")
     ax.axhline(target, color="0.4", ls=":", label=f"target {target:g}")
     ax.set_yscale("log")

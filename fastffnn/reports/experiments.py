@@ -18,6 +18,7 @@ import numpy as np
 from .. import api, datasets, shutdown
 from ..align import align, distance
 from ..backends.base import cpu_count
+from ..errors import NonFiniteError
 from ..hyperparams import HyperParams, vary
 from ..network import Ensemble, Topology
 
@@ -33,7 +34,7 @@ class Settings:
     epochs: int = 1000
     lr_range: tuple = (0.005, 0.2)      # the instances' learning rates, log-spaced
     sync_every: tuple = (1, 10, 100)
-    target_loss: float = 0.05           # "converged": mean training loss of the instances at most this
+    target_loss: float = 0.1            # "converged": mean training loss of the instances at most this
     gil_instances: tuple = (1, 2, 4, 8)
     gil_epochs: int = 200
     gil_repeats: int = 10
@@ -75,11 +76,28 @@ def _first_at_most(curve: np.ndarray, target: float) -> int | None:
     return int(hit[0]) + 1 if hit.size else None
 
 
+MEASURES = ("epochs_to_target", "final_loss", "median_epochs_to_target", "median_final_loss", "diverged",
+            "test_accuracy", "ensemble_accuracy", "test_log_loss", "instance_accuracy", "instance_final_loss",
+            "instance_epochs_to_target", "curve")
+
+
+def trained(**kw):
+    """``fastffnn.train(**kw)``, or None when an instance's loss or weights became NaN or Inf (the
+    run stops there): a result the questions count, not an error of the report."""
+    try:
+        return api.train(**kw)
+    except NonFiniteError:
+        return None
+
+
 def measure(result, X_test, y_test, target: float) -> dict:
     """What the questions compare, for one run: epochs until the instances' mean (and median)
     training loss reaches ``target``, the final losses, the instances that ended above their first
     epoch's loss (diverged), and test accuracy and log loss of each instance and of the ensemble
-    (the mean of their probabilities)."""
+    (the mean of their probabilities).  A run that stopped on a non-finite value (``trained``
+    returned None) has every measure None and ``failed`` True."""
+    if result is None:
+        return {**dict.fromkeys(MEASURES), "failed": True}
     losses = result.history.losses
     curve = losses.mean(axis=0)
     probas = _test_probas(result.ensemble, X_test)
@@ -95,7 +113,7 @@ def measure(result, X_test, y_test, target: float) -> dict:
             "instance_accuracy": per_instance_acc.tolist(),
             "instance_final_loss": result.history.losses[:, -1].tolist(),
             "instance_epochs_to_target": [_first_at_most(c, target) for c in result.history.losses],
-            "curve": curve}
+            "curve": curve, "failed": False}
 
 
 # --- 1. the GIL -------------------------------------------------------------------------------
@@ -179,13 +197,18 @@ def syncing(s: Settings, log=print) -> list:
         X, X_test, y, y_test = split(seed)
         for label, sync, layers, explore, init, every in configs:
             pairs = label in PAIRS and every in (None, pairs_every)
-            res = api.train(X, y, hidden=s.hidden, hyperparams=vary(lr=s.lrs), epochs=s.epochs, sync=sync,
-                            sync_layers=layers, sync_every=every or s.epochs, init=init, seed=seed,
-                            sync_options={"explore": True} if explore else None,
-                            snapshots=[s.epochs - 1] if pairs else None)
+            res = trained(X=X, y=y, hidden=s.hidden, hyperparams=vary(lr=s.lrs), epochs=s.epochs, sync=sync,
+                          sync_layers=layers, sync_every=every or s.epochs, init=init, seed=seed,
+                          sync_options={"explore": True} if explore else None,
+                          snapshots=[s.epochs - 1] if pairs else None)
             record = {"strategy": label, "sync": sync, "sync_layers": layers, "explore": explore, "init": init,
-                      "sync_every": every, "seed": seed, **measure(res, X_test, y_test, s.target_loss),
-                      "exploits": len(res.history.exploits)}
+                      "sync_every": every, "seed": seed, **measure(res, X_test, y_test, s.target_loss)}
+            if res is None:
+                records.append(record)
+                continue
+            record["exploits"] = len(res.history.exploits)
+            # the hyperparameters explore ended with (PBT's drift)
+            record["final_lr"] = [hp.lr for hp in res.hyperparams]
             if sync == "none":      # each instance alone is one network: its own curve
                 record["instance_curves"] = res.history.losses
             if pairs:
@@ -217,8 +240,8 @@ def penalty(s: Settings, log=print) -> list:
     for seed in range(s.seeds):
         X, X_test, y, y_test = split(seed)
         for d in s.penalties:
-            res = api.train(X, y, hidden=s.hidden, hyperparams=vary(lr=s.lrs, penalty=d), epochs=s.epochs,
-                            sync="none", seed=seed)
+            res = trained(X=X, y=y, hidden=s.hidden, hyperparams=vary(lr=s.lrs, penalty=d), epochs=s.epochs,
+                          sync="none", seed=seed)
             records.append({"penalty": d, "seed": seed, **measure(res, X_test, y_test, s.target_loss)})
         log(f"  penalty: seed {seed + 1}/{s.seeds}")
     return records
