@@ -24,8 +24,9 @@ from .hyperparams import HyperParams
 STRATEGIES = ("none", "average", "align", "weighted", "best")
 SYNC_LAYERS = ("last", "all")
 DEFAULT_OPTIONS = {"temperature": 0.05, "quantile": 0.5}
-# the hyperparameter columns a callback may change during a run (the batch size fixes the scratch)
-RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name != "batch_size")
+# the hyperparameter columns a callback may change during a run (the batch size fixes the scratch,
+# the optimizer what its state means)
+RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name not in ("batch_size", "optimizer"))
 
 
 def check_options(options: dict | None) -> dict:
@@ -83,7 +84,8 @@ class SyncPoint:
         return [HyperParams.from_row(row, n, None) for row in self._ctx.hyper]
 
     def set_hyperparams(self, instance: int | None = None, **changes) -> None:
-        """Change ``lr``, ``l2``, ``momentum`` or ``penalty`` of one instance (or all) from now on."""
+        """Change ``RUNTIME_HYPERPARAMS`` (``lr``, ``l2``, ``momentum``, ``penalty``, Adam's ``beta1``,
+        ``beta2``, ``eps``) of one instance (or all) from now on."""
         bad = sorted(set(changes) - set(RUNTIME_HYPERPARAMS))
         if bad:
             raise ValueError(f"set_hyperparams can change {list(RUNTIME_HYPERPARAMS)} at run time. "
@@ -177,17 +179,17 @@ class SyncAction:
                 raise NonFiniteError(k, e1 - 1)
 
     def _apply(self, err) -> None:
-        params, velocity, cols = self.ctx.params, self.ctx.velocity, self.columns
+        params, moments, steps, cols = self.ctx.params, self.ctx.moments, self.ctx.steps, self.columns
         N = params.shape[0]
         if self.strategy in ("average", "align"):
             if self.strategy == "align":
                 # hidden units matched to instance 0's first (Git Re-Basin weight matching), so the
                 # average does not mix units that play different roles; a permutation changes no
-                # instance's function, and weights and momentum move together
+                # instance's function, and weights and the optimizer's moments move together
                 topology = self.ctx.plan.topology
                 perms = [None] + [match(topology, params[0], params[k]) for k in range(1, N)]
                 params[1:] = [permute(topology, params[k], perms[k]) for k in range(1, N)]
-                velocity[1:] = [permute(topology, velocity[k], perms[k]) for k in range(1, N)]
+                moments[1:] = [permute(topology, moments[k], perms[k]) for k in range(1, N)]
             params[:, cols] = combine(params[:, cols], np.full(N, 1.0 / N))
         elif self.strategy == "weighted":
             logits = -err / self.options["temperature"]
@@ -197,4 +199,8 @@ class SyncAction:
             best = int(np.argmin(err))
             losers = np.flatnonzero(err > np.quantile(err, self.options["quantile"]))
             params[np.ix_(losers, np.arange(cols.start, cols.stop))] = params[best, cols]
-            velocity[np.ix_(losers, np.arange(cols.start, cols.stop))] = velocity[best, cols]
+            # the optimizer state goes with the weights -- both moments and the step count (Adam's
+            # t) -- to the losers of the best's optimizer; one of another optimizer keeps its own
+            kin = losers[self.ctx.hyper[losers, config.OPTIMIZER] == self.ctx.hyper[best, config.OPTIMIZER]]
+            moments[kin, :, cols] = moments[best, :, cols]
+            steps[kin] = steps[best]
