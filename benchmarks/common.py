@@ -70,12 +70,12 @@ class Workload:
     def epochs_for(self, timed: bool) -> int:
         return self.epochs if timed else self.check_epochs
 
-    def hyperparams(self) -> ff.HyperParams:
-        return ff.HyperParams(lr=LR, momentum=0.0, batch_size=self.batch_size)
+    def hyperparams(self, optimizer: str = "sgd") -> ff.HyperParams:
+        return ff.HyperParams(lr=LR, momentum=0.0, batch_size=self.batch_size, optimizer=optimizer)
 
-    def train(self, epochs: int, **options) -> ff.TrainResult:
+    def train(self, epochs: int, optimizer: str = "sgd", **options) -> ff.TrainResult:
         """``fastffnn.train`` on this workload; ``options`` are instances, backend, kernel, sync..."""
-        return ff.train(self.X, self.y, hidden=self.hidden, hyperparams=self.hyperparams(), epochs=epochs,
+        return ff.train(self.X, self.y, hidden=self.hidden, hyperparams=self.hyperparams(optimizer), epochs=epochs,
                         dtype=self.dtype, seed=0, **options)
 
     def settings(self, timed: bool) -> dict:

@@ -248,9 +248,9 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     seeds = [np.random.SeedSequence(seed if hp.seed is None else hp.seed, spawn_key=(k,))
              for k, hp in enumerate(hps)]
     params, rng = init_params(topology, seeds, dtype, check_init(init, (N, topology.n_params)))
-    state = TrainState(np.zeros_like(params), rng, np.tile(np.arange(n), (N, 1)),
-                       np.array([hp.row(n) for hp in hps]).astype(dtype), epochs, data_digest(X, T, classes),
-                       None if val is None else data_digest(*val))
+    state = TrainState(np.zeros((N, 2, topology.n_params), dtype), np.zeros(N, np.int64), rng,
+                       np.tile(np.arange(n), (N, 1)), np.array([hp.row(n) for hp in hps]).astype(dtype), epochs,
+                       data_digest(X, T, classes), None if val is None else data_digest(*val))
     start = Start(X, T, params, state, History(np.empty((N, 0), dtype=dtype)), Timing(0.0, np.zeros(N), np.zeros(N)))
     config = dict(hidden=tuple(int(h) for h in hidden), activation=activation, instances=N, epochs=int(epochs),
                   kernel=kernel, sync=sync, sync_every=int(sync_every), sync_layers=sync_layers, sync_options=options,

@@ -2,20 +2,24 @@
 ``train(..., checkpoint=PATH, checkpoint_every=EPOCHS)``.
 
 A checkpoint is one ``.npz`` file -- an uncompressed zip of ``.npy`` arrays -- holding a
-``TrainResult`` and the ``TrainState`` that ``fastffnn.resume`` continues from.  Format version 1:
+``TrainResult`` and the ``TrainState`` that ``fastffnn.resume`` continues from.  Format version 2:
 
 - ``manifest``: a uint8 array of UTF-8 JSON: ``format`` ("fastffnn-checkpoint"), ``version``, the
   ``fastffnn`` version that wrote it, the run's ``config`` and its ``config_sha256``,
   ``data_sha256`` and ``validation_sha256`` (digests of the data the run was trained and
   validated on), ``target_epochs``, ``wall``, each instance's ``hyperparams``, the ``snapshots``'
   epochs, the ``exploits`` of PBT's explore (``History.exploits``), and for every other array its ``dtype``, ``shape`` and ``sha256``;
-- ``params``, ``velocity`` (N, P); ``rng`` (N, 1) uint64; ``order`` (N, n) int64; ``hyper`` (N, H);
+- ``params`` (N, P); the optimizer's ``moments`` (N, 2, P) and ``steps`` (N,) int64; ``rng`` (N, 1)
+  uint64; ``order`` (N, n) int64; ``hyper`` (N, H);
   ``classes`` (K,); ``losses`` (N, epochs); ``sync_epochs``, ``global_loss``,
   ``ensemble_val_accuracy`` (R,) and ``val_accuracy`` (R, N); ``compute``, ``barrier_wait`` (N,);
   ``snapshot_<epoch>`` (N, P) for each snapshot.
 
 The data itself is not stored (it may be large): a resume is given X and y again, and refused
 when their digest differs from the checkpoint's.
+
+Version 1, written before Adam (every run SGD), is read as the version-2 checkpoint of the same
+run (``_from_version_1``), so it resumes bit-identically; saving it again writes version 2.
 
 Writing is atomic: the new checkpoint goes to a temporary file in the same folder
 (``.<name>.<random>.tmp``), is flushed to disk and renamed over ``path`` (``os.replace``); the
@@ -44,11 +48,12 @@ import numpy as np
 
 from .errors import CheckpointError
 from .hyperparams import HyperParams
-from .kernels.config import N_HYPER
+from .kernels.config import BATCH_SIZE, N_HYPER
 from .network import ACTIVATIONS, Ensemble, Topology
 from .results import Exploit, History, Timing, TrainResult, TrainState
 
-FORMAT, VERSION = "fastffnn-checkpoint", 1
+FORMAT, VERSION = "fastffnn-checkpoint", 2
+READABLE = (1, VERSION)     # the format versions ``load`` reads
 MANIFEST = "manifest"
 PREVIOUS = ".prev"          # the checkpoint a write replaced: <path>.prev
 ZIP_MAGIC = b"PK\x03\x04"
@@ -105,7 +110,7 @@ def _storable_classes(classes: np.ndarray) -> np.ndarray:
 
 def _arrays(result: TrainResult) -> dict:
     history, state, timing = result.history, result.state, result.timing
-    arrays = {"params": result.ensemble.params, "velocity": state.velocity, "rng": state.rng,
+    arrays = {"params": result.ensemble.params, "moments": state.moments, "steps": state.steps, "rng": state.rng,
               "order": state.order, "hyper": state.hyper, "classes": _storable_classes(result.ensemble.classes_),
               "losses": history.losses, "sync_epochs": history.sync_epochs, "global_loss": history.global_loss,
               "val_accuracy": history.val_accuracy, "ensemble_val_accuracy": history.ensemble_val_accuracy,
@@ -256,11 +261,12 @@ def _manifest(path: Path, raw: np.ndarray) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(path, "is an .npz file with a foreign manifest, not a fastffnn checkpoint")
     version = manifest.get("version")
-    if version != VERSION:
+    if version not in READABLE:
         newer = isinstance(version, int) and version > VERSION
         raise CheckpointError(path, f"is in checkpoint format version {version!r}, written by fastffnn "
-                                    f"{manifest.get('fastffnn', '?')}; this fastffnn ({_version()}) reads version "
-                                    f"{VERSION}" + ("; upgrade fastffnn to load it" if newer else ""))
+                                    f"{manifest.get('fastffnn', '?')}; this fastffnn ({_version()}) reads versions "
+                                    f"{', '.join(map(str, READABLE))}"
+                                    + ("; upgrade fastffnn to load it" if newer else ""))
     if not isinstance(manifest.get("arrays"), dict) or not isinstance(manifest.get("config"), dict):
         raise CheckpointError(path, "its manifest lacks the config or the list of arrays: the file is damaged")
     if _config_digest(manifest["config"]) != manifest.get("config_sha256"):
@@ -307,9 +313,11 @@ def _result(path: Path, manifest: dict, arrays: dict) -> TrainResult:
     topology = Topology((config["n_features"], *config["hidden"], 1 if len(classes) == 2 else len(classes)),
                         config["activation"])
     N, P, n, epochs = config["instances"], topology.n_params, config["n_samples"], config["epochs"]
+    if manifest["version"] == 1:
+        arrays = _from_version_1(arrays, N, n, epochs)
     snapshots = {int(e): arrays[f"snapshot_{e}"] for e in manifest["snapshots"]}
-    expected = {"params": (N, P), "velocity": (N, P), "rng": (N, 1), "order": (N, n), "hyper": (N, N_HYPER),
-                "losses": (N, epochs), "compute": (N,), "barrier_wait": (N,),
+    expected = {"params": (N, P), "moments": (N, 2, P), "steps": (N,), "rng": (N, 1), "order": (N, n),
+                "hyper": (N, N_HYPER), "losses": (N, epochs), "compute": (N,), "barrier_wait": (N,),
                 **{f"snapshot_{e}": (N, P) for e in snapshots}}
     for name, shape in expected.items():
         if arrays[name].shape != shape:
@@ -324,7 +332,7 @@ def _result(path: Path, manifest: dict, arrays: dict) -> TrainResult:
         raise CheckpointError(path, f"its manifest lists {len(hyperparams)} hyperparameter sets for {N} instances")
     history = History(arrays["losses"], arrays["sync_epochs"], arrays["global_loss"], arrays["val_accuracy"],
                       arrays["ensemble_val_accuracy"], snapshots, _exploits(path, manifest.get("exploits", [])))
-    state = TrainState(arrays["velocity"], arrays["rng"], arrays["order"], arrays["hyper"],
+    state = TrainState(arrays["moments"], arrays["steps"], arrays["rng"], arrays["order"], arrays["hyper"],
                        int(manifest["target_epochs"]), manifest["data_sha256"], manifest["validation_sha256"])
     return TrainResult(Ensemble(topology, arrays["params"], hyperparams, classes), history,
                        Timing(float(manifest["wall"]), arrays["compute"], arrays["barrier_wait"]), config,
@@ -341,6 +349,20 @@ def _exploits(path: Path, records) -> list:
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise CheckpointError(path, f"its manifest's 'exploits' are malformed ({type(exc).__name__}: {exc})") from exc
     return exploits
+
+
+def _from_version_1(arrays: dict, N: int, n: int, epochs: int) -> dict:
+    """A version-1 checkpoint's arrays as version 2's.  Version 1 ran SGD only: its ``velocity``
+    (N, P) is the first row of ``moments``, the second is zero; ``steps`` follows from the epochs
+    and each instance's batch size (fixed for a run); its five ``hyper`` columns are the first five
+    of ``HYPER_COLUMNS``, and the new ones take SGD's code and the HyperParams defaults."""
+    velocity, hyper = arrays["velocity"], arrays["hyper"]
+    rows = np.tile(HyperParams().row(n).astype(hyper.dtype), (N, 1))
+    rows[:, :5] = hyper
+    batches = -(-n // rows[:, BATCH_SIZE].astype(np.int64))         # steps per epoch: ceil(n / B)
+    arrays = {name: a for name, a in arrays.items() if name != "velocity"}
+    return {**arrays, "moments": np.stack([velocity, np.zeros_like(velocity)], axis=1),
+            "steps": epochs * batches, "hyper": rows}
 
 
 class Writer:

@@ -100,7 +100,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                                                   f"{','.join(map(str, _default('hidden')))})")
     run.add_argument("--activation", choices=list(ACTIVATIONS), help=f"default {_default('activation')}")
     for name in HYPERPARAMS:
-        convert, what = (_batch, "an int or 'full'") if name == "batch_size" else (float, "a number")
+        convert, what = {"batch_size": (_batch, "an int or 'full'"), "optimizer": (str, "a name")}.get(
+            name, (float, "a number"))
         run.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_values(convert, what),
                          help=f"one value, or one per instance (default {getattr(HyperParams, name) or 'full'})")
     run.add_argument("--dtype", choices=sorted(api.CONSTRAINTS["dtype"][0].options),

@@ -43,10 +43,10 @@ def _per_epoch(span):
     Ctrl-C, the watchdog and the other threads get the interpreter at least once an epoch (within
     an epoch nothing else can run, which is what this kernel is there to show)."""
     @functools.wraps(span)
-    def run(params, velocity, rng, losses, *rest):
+    def run(params, moments, steps, rng, losses, *rest):
         # a zero-epoch span (the warm-up) still calls the kernel once: that compiles it
         for e in range(max(1, losses.shape[0])):
-            span(params, velocity, rng, losses[e:e + 1], *rest)
+            span(params, moments, steps, rng, losses[e:e + 1], *rest)
     return run
 
 
@@ -91,10 +91,11 @@ class Plan:
 
     def array_specs(self) -> dict:
         """Name -> (shape, dtype) of every array the workers share.  Threads share the objects;
-        processes get them in shared memory, so the data is stored once whatever N is."""
+        processes get them in shared memory, so the data is stored once whatever N is.  The optimizer's
+        state is ``moments`` and ``steps`` (``kernels.span``; ``TrainState``), whatever the optimizer."""
         N, P, n = self.instances, self.topology.n_params, self.n_samples
         return {"X": ((n, self.n_features), self.dtype), "T": ((n, self.topology.sizes[-1]), self.dtype),
-                "params": ((N, P), self.dtype), "velocity": ((N, P), self.dtype),
+                "params": ((N, P), self.dtype), "moments": ((N, 2, P), self.dtype), "steps": ((N,), np.int64),
                 "rng": ((N, 1), np.uint64), "order": ((N, n), np.int64),
                 "losses": ((N, self.epochs), self.dtype), "hyper": ((N, N_HYPER), self.dtype),
                 "compute": ((N,), np.float64), "waited": ((N,), np.float64),
@@ -195,8 +196,8 @@ class Context:
 
     def run_span(self, k: int, e0: int, e1: int, scratch: tuple) -> None:
         work, grad = scratch
-        self.span(self.params[k], self.velocity[k], self.rng[k], self.losses[k, e0:e1], self.X, self.T,
-                  self.sizes, self.act, self.hyper[k], work, grad, self.order[k], self.cancel.array,
+        self.span(self.params[k], self.moments[k], self.steps[k:k + 1], self.rng[k], self.losses[k, e0:e1],
+                  self.X, self.T, self.sizes, self.act, self.hyper[k], work, grad, self.order[k], self.cancel.array,
                   self.epochs_done[k:k + 1])
 
     def at(self, worker: int, instance: int, epoch: int) -> None:
@@ -359,7 +360,7 @@ def _blas() -> ThreadpoolController:
 @dataclass
 class Start:
     """What a run starts from, in the run's dtype: data X (n, F) and encoded targets T (n, K),
-    parameters (N, P), the ``TrainState`` (velocity, batch-order generators, sample order,
+    parameters (N, P), the ``TrainState`` (optimizer state, batch-order generators, sample order,
     hyperparameter rows, data digests), and the history and timing so far -- empty for a fresh
     run, which is a resumed run at epoch 0."""
 
@@ -383,8 +384,8 @@ def run(plan: Plan, backend, start: Start, sync, hyperparams: list, classes: np.
         ctx = Context(plan, arrays)
         state = start.state
         ctx.X[...], ctx.T[...], ctx.params[...] = start.X, start.T, start.params
-        ctx.velocity[...], ctx.rng[...], ctx.order[...], ctx.hyper[...] = (
-            state.velocity, state.rng, state.order, state.hyper)
+        ctx.moments[...], ctx.steps[...], ctx.rng[...], ctx.order[...], ctx.hyper[...] = (
+            state.moments, state.steps, state.rng, state.order, state.hyper)
         ctx.losses[:, :e0] = start.history.losses
         ctx.epochs_done[...] = e0
         history = start.history.continued(ctx.losses)
@@ -397,8 +398,8 @@ def run(plan: Plan, backend, start: Start, sync, hyperparams: list, classes: np.
             # as given, unless a callback changed them (the rows hold them in the run's dtype)
             final = [hp if np.array_equal(row, hp.row(n).astype(plan.dtype)) else type(hp).from_row(row, n, hp.seed)
                      for row, hp in zip(ctx.hyper, hyperparams)]
-            done = replace(state, velocity=ctx.velocity.copy(), rng=ctx.rng.copy(), order=ctx.order.copy(),
-                           hyper=ctx.hyper.copy(), target_epochs=plan.epochs)
+            done = replace(state, moments=ctx.moments.copy(), steps=ctx.steps.copy(), rng=ctx.rng.copy(),
+                           order=ctx.order.copy(), hyper=ctx.hyper.copy(), target_epochs=plan.epochs)
             timing = Timing(start.timing.wall + wall, start.timing.compute + ctx.compute,
                             start.timing.barrier_wait + ctx.waited)
             return TrainResult(Ensemble(plan.topology, ctx.params.copy(), final, classes),

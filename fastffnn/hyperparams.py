@@ -8,7 +8,11 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .kernels.config import BATCH_SIZE, HYPER_COLUMNS
+from .kernels.config import ADAM, BATCH_SIZE, HYPER_COLUMNS, OPTIMIZER, SGD
+
+# The optimizers, by name: the kernels' run-time switch reads the code from the row.
+OPTIMIZERS = {"sgd": SGD, "adam": ADAM}
+_OPTIMIZER_NAMES = {code: name for name, code in OPTIMIZERS.items()}
 
 
 @dataclass(frozen=True)
@@ -20,9 +24,19 @@ class HyperParams:
     lr : float
         Learning rate, > 0.
     l2 : float
-        L2 penalty on the weights (not the biases), >= 0.
+        L2 penalty on the weights (not the biases), >= 0.  Its gradient is added to the loss's
+        before the optimizer step, for Adam too (coupled, as ``torch.optim.Adam``'s
+        ``weight_decay``; not AdamW's decoupled decay).
+    optimizer : {"sgd", "adam"}
+        "sgd": gradient descent with classical momentum (``momentum``).  "adam": Adam (Kingma & Ba
+        2015) with ``beta1``, ``beta2``, ``eps``, as ``torch.optim.Adam`` computes it; its bias
+        corrections count each instance's own steps.
     momentum : float
-        Classical momentum in [0, 1).
+        SGD's classical momentum in [0, 1).
+    beta1, beta2 : float
+        Adam's decay rates of the first and second moment estimates, in [0, 1).
+    eps : float
+        Adam's term added to the bias-corrected sqrt of the second moment, > 0.
     batch_size : int or None
         Samples per step; None trains on the full batch each epoch (the report's choice).
     penalty : float
@@ -36,7 +50,11 @@ class HyperParams:
 
     lr: float = 0.05
     l2: float = 1e-3
+    optimizer: str = "sgd"
     momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
     batch_size: int | None = None
     penalty: float = 1.0
     seed: int | None = None
@@ -49,10 +67,11 @@ class HyperParams:
 
     def row(self, n_samples: int) -> np.ndarray:
         """The (H,) float row the kernels read (``kernels.config.HYPER_COLUMNS``); the full batch
-        is stored as ``n_samples``."""
-        batch = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
-        return np.array([batch if name == "batch_size" else getattr(self, name) for name in HYPER_COLUMNS],
-                        dtype=np.float64)
+        is stored as ``n_samples``, the optimizer as its code."""
+        values = {name: getattr(self, name) for name in HYPER_COLUMNS}
+        values.update(batch_size=n_samples if self.batch_size is None else min(self.batch_size, n_samples),
+                      optimizer=OPTIMIZERS[self.optimizer])
+        return np.array([values[name] for name in HYPER_COLUMNS], dtype=np.float64)
 
     @classmethod
     def from_row(cls, row: np.ndarray, n_samples: int, seed: int | None) -> "HyperParams":
@@ -60,7 +79,8 @@ class HyperParams:
         again: every value was checked when it was set, and the run's result must come back."""
         values = {name: float(row[c]) for c, name in enumerate(HYPER_COLUMNS)}
         batch = int(row[BATCH_SIZE])
-        values.update(batch_size=None if batch >= n_samples else batch, seed=seed)
+        values.update(batch_size=None if batch >= n_samples else batch,
+                      optimizer=_OPTIMIZER_NAMES[int(row[OPTIMIZER])], seed=seed)
         obj = cls.__new__(cls)
         for name, value in values.items():
             object.__setattr__(obj, name, value)    # frozen dataclass: bypass __init__'s checks
@@ -72,11 +92,15 @@ def _constraints() -> dict:
     """sklearn-style constraints, checked when a HyperParams is made (so also by ``vary`` and
     ``replace``): "The 'lr' parameter of HyperParams must be a float in the range (0.0, inf). Got 0
     instead."  Built on first use: worker processes never validate, and skip importing sklearn."""
-    from sklearn.utils._param_validation import Interval
+    from sklearn.utils._param_validation import Interval, StrOptions
     return {
         "lr": [Interval(Real, 0, None, closed="neither")],
         "l2": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
         "momentum": [Interval(Real, 0, 1, closed="left")],
+        "beta1": [Interval(Real, 0, 1, closed="left")],
+        "beta2": [Interval(Real, 0, 1, closed="left")],
+        "eps": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "penalty": [Interval(Real, 0, None, closed="neither")],
         "seed": [Interval(Integral, 0, None, closed="left"), None],

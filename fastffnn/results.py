@@ -86,13 +86,16 @@ class Timing:
 @dataclass
 class TrainState:
     """What continuing a run needs besides its parameters and history: per instance, the
-    momentum ``velocity`` (N, P), the batch-order generator state ``rng`` (N, 1) uint64, the current
-    sample ``order`` (N, n) int64 and the ``hyper`` rows (N, H) the kernels read, in the run's
-    dtype; the ``target_epochs`` the run was started for; and sha256 digests of the training data
-    (X, encoded targets and classes) and of the validation data (None without), so that a resume
-    on other data is refused."""
+    optimizer's state -- ``moments`` (N, 2, P) in the run's dtype (SGD's momentum velocity in
+    ``moments[:, 0]``; Adam's first and second moment estimates) and ``steps`` (N,) int64, the
+    optimizer steps taken (Adam's bias corrections count them) -- the batch-order generator state
+    ``rng`` (N, 1) uint64, the current sample ``order`` (N, n) int64 and the ``hyper`` rows (N, H)
+    the kernels read, in the run's dtype; the ``target_epochs`` the run was started for; and sha256
+    digests of the training data (X, encoded targets and classes) and of the validation data (None
+    without), so that a resume on other data is refused."""
 
-    velocity: np.ndarray
+    moments: np.ndarray
+    steps: np.ndarray
     rng: np.ndarray
     order: np.ndarray
     hyper: np.ndarray

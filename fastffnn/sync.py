@@ -32,8 +32,9 @@ EXPLORED = ("lr", "l2", "momentum")
 EXPLORE_FACTORS = (0.8, 1.2)
 MOMENTUM_CAP = 0.999
 EXPLORE_KEY = 0xE7910E      # keeps the explore generator's seed apart from the instances' seeds
-# the hyperparameter columns a callback may change during a run (the batch size fixes the scratch)
-RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name != "batch_size")
+# the hyperparameter columns a callback may change during a run (the batch size fixes the scratch,
+# the optimizer what its state means)
+RUNTIME_HYPERPARAMS = tuple(name for name in config.HYPER_COLUMNS if name not in ("batch_size", "optimizer"))
 
 
 def check_options(options: dict | None, strategy: str = "none") -> dict:
@@ -96,7 +97,8 @@ class SyncPoint:
         return [HyperParams.from_row(row, n, None) for row in self._ctx.hyper]
 
     def set_hyperparams(self, instance: int | None = None, **changes) -> None:
-        """Change ``lr``, ``l2``, ``momentum`` or ``penalty`` of one instance (or all) from now on."""
+        """Change ``RUNTIME_HYPERPARAMS`` (``lr``, ``l2``, ``momentum``, ``penalty``, Adam's ``beta1``,
+        ``beta2``, ``eps``) of one instance (or all) from now on."""
         bad = sorted(set(changes) - set(RUNTIME_HYPERPARAMS))
         if bad:
             raise ValueError(f"set_hyperparams can change {list(RUNTIME_HYPERPARAMS)} at run time. "
@@ -192,17 +194,17 @@ class SyncAction:
                 raise NonFiniteError(k, e1 - 1)
 
     def _apply(self, err, epoch: int) -> None:
-        params, velocity, cols = self.ctx.params, self.ctx.velocity, self.columns
+        params, moments, steps, cols = self.ctx.params, self.ctx.moments, self.ctx.steps, self.columns
         N = params.shape[0]
         if self.strategy in ("average", "align"):
             if self.strategy == "align":
                 # hidden units matched to instance 0's first (Git Re-Basin weight matching), so the
                 # average does not mix units that play different roles; a permutation changes no
-                # instance's function, and weights and momentum move together
+                # instance's function, and weights and the optimizer's moments move together
                 topology = self.ctx.plan.topology
                 perms = [None] + [match(topology, params[0], params[k]) for k in range(1, N)]
                 params[1:] = [permute(topology, params[k], perms[k]) for k in range(1, N)]
-                velocity[1:] = [permute(topology, velocity[k], perms[k]) for k in range(1, N)]
+                moments[1:] = [permute(topology, moments[k], perms[k]) for k in range(1, N)]
             params[:, cols] = combine(params[:, cols], np.full(N, 1.0 / N))
         elif self.strategy == "weighted":
             logits = -err / self.options["temperature"]
@@ -212,19 +214,28 @@ class SyncAction:
             best = int(np.argmin(err))
             losers = np.flatnonzero(err > np.quantile(err, self.options["quantile"]))
             params[np.ix_(losers, np.arange(cols.start, cols.stop))] = params[best, cols]
-            velocity[np.ix_(losers, np.arange(cols.start, cols.stop))] = velocity[best, cols]
+            hyper, before = self.ctx.hyper, self.ctx.hyper.copy()
             if self.options["explore"]:
-                self._explore(best, losers, epoch)
+                # PBT copies the whole configuration: the optimizer (and its constants) too
+                copied = [c for c, name in enumerate(config.HYPER_COLUMNS) if name != "batch_size"]
+                hyper[np.ix_(losers, copied)] = hyper[best, copied]
+            # the optimizer state goes with the weights -- both moments and the step count (Adam's
+            # t) -- to the losers of the best's optimizer; one of another optimizer keeps its own
+            kin = losers[hyper[losers, config.OPTIMIZER] == hyper[best, config.OPTIMIZER]]
+            moments[kin, :, cols] = moments[best, :, cols]
+            steps[kin] = steps[best]
+            if self.options["explore"]:
+                self._explore(best, losers, epoch, before)
 
-    def _explore(self, source: int, targets: np.ndarray, epoch: int) -> None:
-        """PBT's exploit and explore: each target, which has just copied the source's weights and
-        momentum, takes its hyperparameters too, each multiplied by 0.8 or 1.2; every copy goes to
-        ``history.exploits``."""
+    def _explore(self, source: int, targets: np.ndarray, epoch: int, before: np.ndarray) -> None:
+        """PBT's explore: each target, which has just copied the source's weights, optimizer state
+        and hyperparameters, has its ``lr``, ``l2`` and ``momentum`` multiplied by 0.8 or 1.2; every
+        copy goes to ``history.exploits`` (``before``: the hyperparameter rows before the copy)."""
         hyper = self.ctx.hyper
         rng = np.random.default_rng((self.seed, EXPLORE_KEY, epoch))
         columns = [config.HYPER_COLUMNS.index(name) for name in EXPLORED]
         for target in targets:
-            old = {name: float(hyper[target, c]) for name, c in zip(EXPLORED, columns)}
+            old = {name: float(before[target, c]) for name, c in zip(EXPLORED, columns)}
             factors = rng.choice(EXPLORE_FACTORS, size=len(EXPLORED))
             for name, c, factor in zip(EXPLORED, columns, factors):
                 value = float(hyper[source, c]) * factor

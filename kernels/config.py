@@ -49,8 +49,12 @@ class TolerantCache(FunctionCache):
             return None
 
 
-def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
+def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", error_model="python"):
     """``numba.njit`` with the project's options; the one decorator kernels use.
+
+    ``error_model="numpy"`` is for a loop that divides by what cannot be zero (Adam's
+    denominator, at least eps > 0): Python's model tests every divisor for zero to raise
+    ZeroDivisionError, a branch that keeps LLVM from vectorising the loop.
 
     ``inline="always"`` is for the small helpers of the inner loops (tile dispatch, sigmoid):
     inlined at Numba's IR level, their branches fold on the caller's constant arguments and their
@@ -61,7 +65,7 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never"):
     compiled functions between the span kernel and the gemm is paid for again on a cold start."""
     def decorate(f):
         dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
-                                inline=inline)(f)
+                                inline=inline, error_model=error_model)(f)
         if cache:
             dispatcher._cache = TolerantCache(f)
         return dispatcher
@@ -77,9 +81,14 @@ LEAKY_SLOPE = 0.01
 # activations and deltas (2 x 128 x 65 doubles for the seed network) stay in a core's L2.
 CHUNK = 128
 
+# Optimizer codes shared by kernels and the Python registry (fastffnn.hyperparams.OPTIMIZERS): a
+# run-time switch read from the hyperparameter row, so one compiled kernel serves both.
+SGD, ADAM = 0, 1
+
 # One instance's hyperparameter row, ``hyper`` (H,), read by the span kernels: its columns, named
-# as the fields of ``fastffnn.HyperParams`` they hold.
-HYPER_COLUMNS = ("lr", "l2", "momentum", "batch_size", "penalty")
-LR, L2, MOMENTUM, BATCH_SIZE, PENALTY = (HYPER_COLUMNS.index(name) for name in
-                                         ("lr", "l2", "momentum", "batch_size", "penalty"))
+# as the fields of ``fastffnn.HyperParams`` they hold (the optimizer as its code).
+HYPER_COLUMNS = ("lr", "l2", "momentum", "batch_size", "penalty", "optimizer", "beta1", "beta2", "eps")
+LR, L2, MOMENTUM, BATCH_SIZE, PENALTY, OPTIMIZER, BETA1, BETA2, EPS = (
+    HYPER_COLUMNS.index(name) for name in
+    ("lr", "l2", "momentum", "batch_size", "penalty", "optimizer", "beta1", "beta2", "eps"))
 N_HYPER = len(HYPER_COLUMNS)

@@ -4,7 +4,8 @@ what the GIL costs.  Same arguments and results (to rounding) as ``span.train_sp
 import numpy as np
 
 from .layout import layer_offset
-from .config import BATCH_SIZE, L2, LEAKY_RELU, LEAKY_SLOPE, LR, MOMENTUM, PENALTY, RELU, SIGMOID, TANH
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, EPS, L2, LEAKY_RELU, LEAKY_SLOPE, LR, MOMENTUM, OPTIMIZER,
+                     PENALTY, RELU, SIGMOID, TANH)
 
 _MASK = (1 << 64) - 1
 
@@ -53,7 +54,7 @@ def _loss_and_dz(z, t, penalty):
     return terms, (1.0 / B) * penalty * (e / e.sum(axis=1, keepdims=True) - t)
 
 
-def _step(params, velocity, views, X, T, act, hyper):
+def _step(params, moments, steps, views, X, T, act, hyper):
     weights, biases = views
     acts = [X]
     for l, (W, b) in enumerate(zip(weights, biases)):
@@ -69,15 +70,26 @@ def _step(params, velocity, views, X, T, act, hyper):
         if l > 0:
             d = _activate_backward(d @ weights[l].T, acts[l], act)
     grad = np.concatenate([g.ravel() for pair in reversed(grads) for g in pair])
-    if hyper[MOMENTUM] == 0.0:
+    steps[0] += 1
+    if hyper[OPTIMIZER] == ADAM:
+        # as span._adam: bias corrections in float64, then the dtype's
+        b1, b2, t = hyper[BETA1], hyper[BETA2], int(steps[0])
+        m, v = moments
+        m[:] = b1 * m + (1 - b1) * grad
+        v[:] = b2 * v + (1 - b2) * grad * grad
+        size = params.dtype.type(hyper[LR] / (1.0 - float(b1) ** t))
+        inv_root = params.dtype.type(1.0 / np.sqrt(1.0 - float(b2) ** t))
+        params -= size * m / (np.sqrt(v) * inv_root + hyper[EPS])
+    elif hyper[MOMENTUM] == 0.0:
         params -= hyper[LR] * grad
     else:
+        velocity = moments[0]
         velocity[:] = hyper[MOMENTUM] * velocity - hyper[LR] * grad
         params += velocity
     return terms
 
 
-def train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
+def train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
     """Same contract as ``kernels.span.train_span`` (``work`` and ``grad`` unused); ``cancel`` is
     read before every step."""
     n = X.shape[0]
@@ -93,7 +105,7 @@ def train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gra
         if B == n:
             if cancel[0]:
                 return
-            total += (_step(params, velocity, views, X, T, act, hyper) / n).sum()
+            total += (_step(params, moments, steps, views, X, T, act, hyper) / n).sum()
         else:
             for i in range(n - 1, 0, -1):
                 j = _next_u64(rng) % (i + 1)
@@ -102,6 +114,6 @@ def train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gra
                 if cancel[0]:
                     return
                 rows = order[start:start + B]
-                total += (_step(params, velocity, views, X[rows], T[rows], act, hyper) / n).sum()
+                total += (_step(params, moments, steps, views, X[rows], T[rows], act, hyper) / n).sum()
         losses[e] = total
         done[0] += 1

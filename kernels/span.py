@@ -5,17 +5,20 @@ P = parameters of one instance, E = epochs in the span, N = instances, B = batch
 I/O = a layer's fan_in/fan_out.
 
 One instance's parameters are one flat buffer ``params`` (P,), laid out as ``kernels/layout.py``
-says.  ``work`` (W,) is the
+says; its optimizer state is ``moments`` (2, P), laid out like it, and ``steps`` (1,) int64, the
+steps taken (``_update`` says what each optimizer keeps there).  ``work`` (W,) is the
 per-instance scratch allocated once by the driver (``workspace_size``): for each layer its
 activations and deltas (C, O) for a chunk of C = min(B, CHUNK) rows, and its weight transposed
 (O, I); then a gathered batch of
 X (B, F) and of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch
 loop.
 """
+import math
+
 import numba
 import numpy as np
 
-from .config import BATCH_SIZE, CHUNK, IDENTITY, L2, LR, MOMENTUM, PENALTY, jit
+from .config import ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, IDENTITY, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, jit
 from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
@@ -103,10 +106,11 @@ def _forward(work, X, params, sizes, act, C):
 
 
 @jit
-def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms, cancel):
-    # one gradient step on the batch X (B, F), T (B, K); params, velocity, grad, work changed in
-    # place; terms (B,) receives the per-sample losses before the step.  Returns False, with
-    # params and velocity untouched, if cancel (1,) was set before one of its chunks.
+def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel):
+    # one optimizer step on the batch X (B, F), T (B, K); params, the moments first and second (P,),
+    # steps, grad, work changed in place; terms (B,) receives the per-sample losses before the step.
+    # Returns False, with params, moments and steps untouched, if cancel (1,) was set before one of
+    # its chunks.
     # The batch goes through forward and backward CHUNK rows at a time, the gradient accumulating
     # over chunks: the activations and deltas of a chunk stay in L2 whatever B is, so instances on
     # different cores do not compete for the shared cache.
@@ -141,13 +145,17 @@ def _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms, cancel):
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
                 dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
-    _update(params, velocity, grad, sizes, hyper)
+    _update(params, first, second, steps, grad, sizes, hyper)
     return True
 
 
-@jit
-def _update(params, velocity, grad, sizes, hyper):
-    # gradient descent with optional L2 on weights (not biases) and momentum; all (P,) in place
+@jit(error_model="numpy")       # Adam's division vectorises (config.jit); nothing else divides
+def _update(params, first, second, steps, grad, sizes, hyper):
+    # one step of the row's optimizer on params (P,) from the data-loss gradient grad (P,), both in
+    # place; L2 on the weights (not the biases) is added to grad first -- coupled, as torch.optim's
+    # weight_decay, not AdamW's decoupled decay.  The moments first, second (P,), in place: SGD's
+    # velocity (second unused), Adam's first and second moments; steps (1,) int64 counts the steps,
+    # Adam's t.
     lr, l2, mu = hyper[LR], hyper[L2], hyper[MOMENTUM]
     if l2 != 0.0:
         for l in range(sizes.shape[0] - 1):
@@ -156,13 +164,36 @@ def _update(params, velocity, grad, sizes, hyper):
             for i in range(weight.shape[0]):
                 for j in range(weight.shape[1]):
                     dweight[i, j] += l2 * weight[i, j]
-    if mu == 0.0:
+    steps[0] += 1
+    if hyper[OPTIMIZER] == ADAM:
+        _adam(params, first, second, grad, steps[0], hyper)
+    elif mu == 0.0:
         for p in range(params.shape[0]):
             params[p] -= lr * grad[p]
     else:
         for p in range(params.shape[0]):
-            velocity[p] = mu * velocity[p] - lr * grad[p]
-            params[p] += velocity[p]
+            first[p] = mu * first[p] - lr * grad[p]
+            params[p] += first[p]
+
+
+@jit(inline="always")           # in _update, whose error model lets its division vectorise
+def _adam(params, m, v, grad, t, hyper):
+    # Adam's step t (Kingma & Ba 2015, algorithm 1) in torch.optim.Adam's arrangement: the bias
+    # corrections go into the step size and the denominator, so eps is added to the corrected
+    # sqrt(v), as in the paper.  params, m, v changed in place; all (P,).
+    #   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    #   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    b1, b2, eps = hyper[BETA1], hyper[BETA2], hyper[EPS]
+    # the corrections in float64 (b^t of a float32 b would lose digits), the loop in the dtype
+    one = params.dtype.type(1)
+    size = params.dtype.type(hyper[LR] / (1.0 - float(b1) ** t))
+    inv_root = params.dtype.type(1.0 / math.sqrt(1.0 - float(b2) ** t))
+    for p in range(params.shape[0]):
+        g = grad[p]
+        mp = b1 * m[p] + (one - b1) * g
+        vp = b2 * v[p] + (one - b2) * (g * g)
+        m[p], v[p] = mp, vp
+        params[p] -= size * mp / (np.sqrt(vp) * inv_root + eps)
 
 
 @jit
@@ -195,21 +226,23 @@ def _shuffle(order, rng):
         order[i], order[j] = order[j], order[i]
 
 
-def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
+def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
     # Train one instance for losses.shape[0] epochs, or until cancel (1,) int64 is set: it is read
     # before every chunk of every step, so a cancelled span returns within a chunk's work.
-    # params, velocity, grad (P,), rng (1,) uint64, work (W,), order (n,) int64: changed in place
+    # params, grad (P,), moments (2, P), steps (1,) int64, rng (1,) uint64, work (W,), order (n,)
+    # int64: changed in place
     # losses (E,): mean loss of each epoch, written; done (1,) int64: incremented after each epoch
     # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,)
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
     _, _, terms = _batch_buffers(work, sizes, B)
+    first, second = moments[0], moments[1]
     for e in range(losses.shape[0]):
         l2 = hyper[L2]
         total = _l2_term(params, sizes, l2) if l2 != 0.0 else 0.0
         if B == n:
-            if not _step(params, velocity, grad, work, X, T, sizes, act, hyper, terms, cancel):
+            if not _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel):
                 return
             for b in range(B):
                 total += terms[b] / n
@@ -225,7 +258,7 @@ def _train_span(params, velocity, rng, losses, X, T, sizes, act, hyper, work, gr
                         Xb[b, f] = X[r, f]
                     for k in range(K):
                         Tb[b, k] = T[r, k]
-                if not _step(params, velocity, grad, work, Xb, Tb, sizes, act, hyper, terms_b, cancel):
+                if not _step(params, first, second, steps, grad, work, Xb, Tb, sizes, act, hyper, terms_b, cancel):
                     return
                 for b in range(m):
                     total += terms_b[b] / n
@@ -241,14 +274,14 @@ train_span_gil = jit(_train_span, nogil=False, cache=False)
 
 
 @jit(parallel=True)
-def train_spans_parallel(params, velocity, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
+def train_spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
                          order, cancel, done):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
     # T, sizes, act, cancel (1,) carries a leading instance axis (N, ...).  Each iteration writes
     # only its rows.
     for k in numba.prange(params.shape[0]):
-        train_span(params[k], velocity[k], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k], work[k],
-                   grad[k], order[k], cancel, done[k:k + 1])
+        train_span(params[k], moments[k], steps[k:k + 1], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k],
+                   work[k], grad[k], order[k], cancel, done[k:k + 1])
 
 
 @jit

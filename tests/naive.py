@@ -315,6 +315,22 @@ def sgd_step(params, velocity, grad, sizes, lr, l2=0.0, momentum=0.0):
     return params + v, v
 
 
+def adam_step(params, m, v, t, grad, sizes, lr, l2=0.0, beta1=0.9, beta2=0.999, eps=1e-8):
+    """Adam's step t = 1, 2, ... as Kingma & Ba (2015) write it (algorithm 1), on
+    g = grad + l2 * W (weights only; grad is the gradient of the data loss alone):
+        m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+        m_hat = m / (1 - beta1^t);     v_hat = v / (1 - beta2^t)
+        p = p - lr m_hat / (sqrt(v_hat) + eps)
+    Returns new (params, m, v)."""
+    params = np.asarray(params, dtype=np.float64)
+    g = np.asarray(grad, dtype=np.float64) + l2 * weight_mask(sizes) * params
+    m = beta1 * np.asarray(m, dtype=np.float64) + (1.0 - beta1) * g
+    v = beta2 * np.asarray(v, dtype=np.float64) + (1.0 - beta2) * g ** 2
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    return params - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
 # --------------------------------------------------------------------------------------------
 # The span kernels' batch-order generator
 # --------------------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ def bits(a) -> bytes:
 
 
 def assert_identical(res, ref, what=""):
-    """Bit-identical weights and history."""
+    """Bit-identical weights, optimizer state and history."""
     assert bits(res.ensemble.params) == bits(ref.ensemble.params), f"weights differ {what}"
+    for field in ("moments", "steps"):
+        assert bits(getattr(res.state, field)) == bits(getattr(ref.state, field)), f"state.{field} differs {what}"
     for field in ("losses", "sync_epochs", "global_loss", "val_accuracy", "ensemble_val_accuracy"):
         assert bits(getattr(res.history, field)) == bits(getattr(ref.history, field)), f"{field} differs {what}"
     assert [h.lr for h in res.hyperparams] == [h.lr for h in ref.hyperparams]
@@ -83,6 +85,26 @@ def test_backends_bit_identical(sync):
             assert_identical(res, ref, ("processes", layers, batch, dtype))
             assert res.timing.compute.shape == res.timing.barrier_wait.shape == (N,)
             assert (res.timing.compute > 0).all() and (res.timing.barrier_wait >= 0).all()
+
+
+def adam_and_sgd(batch_size=None):
+    """Two instances of each optimizer, interleaved (Adam at its usual smaller learning rates)."""
+    return ff.vary(optimizer=["sgd", "adam", "sgd", "adam"], lr=[0.05, 0.01, 0.1, 0.02], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("sync", ["none", "align", "best"])
+def test_backends_bit_identical_with_adam(sync):
+    """Adam beside SGD in one run, on every backend: "align" permutes both moments with the weights,
+    "best" copies them and the step count between instances of one optimizer."""
+    for layers, batch, dtype in COMBOS:
+        ref = train("serial", sync, layers, batch, dtype, hyperparams=adam_and_sgd(batch))
+        assert np.isfinite(ref.history.losses).all() and (ref.state.moments[1::2, 1] > 0).any()
+        for backend in ("threads", "prange"):
+            res = train(backend, sync, layers, batch, dtype, hyperparams=adam_and_sgd(batch))
+            assert_identical(res, ref, (backend, layers, batch, dtype))
+        if (layers, batch, dtype) == PROCESS_COMBOS[sync]:
+            res = train("processes", sync, layers, batch, dtype, hyperparams=adam_and_sgd(batch))
+            assert_identical(res, ref, ("processes", layers, batch, dtype))
 
 
 @pytest.mark.parametrize("workers", [1, 3, 4])
@@ -247,9 +269,9 @@ def test_threads_share_one_copy_of_the_data(monkeypatch):
     calls = []
     real = driver.KERNELS["numba"]
 
-    def spy(params, velocity, rng, losses, X, T, *rest):
+    def spy(params, moments, steps, rng, losses, X, T, *rest):
         calls.append((threading.get_ident(), X, T))
-        return real(params, velocity, rng, losses, X, T, *rest)
+        return real(params, moments, steps, rng, losses, X, T, *rest)
 
     monkeypatch.setitem(driver.KERNELS, "numba", spy)
     seen = {}
@@ -282,7 +304,7 @@ def test_processes_store_the_data_once():
     itemsize = np.dtype("float64").itemsize
     assert sizes[2]["X"] == sizes[8]["X"] == X.nbytes          # once, not per instance
     assert sizes[2]["T"] == sizes[8]["T"] == len(X) * itemsize
-    per_instance = {"params", "velocity", "rng", "order", "losses", "hyper", "compute", "waited", "arrived",
+    per_instance = {"params", "moments", "steps", "rng", "order", "losses", "hyper", "compute", "waited", "arrived",
                     "epochs_done"}
     for name in sizes[2]:
         factor = 4 if name in per_instance else 1

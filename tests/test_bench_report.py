@@ -128,6 +128,13 @@ def test_group_notes_compare_sync_growth_and_peers(records):
     assert wide.note.endswith("2.00x seed's")
 
 
+def test_adam_rows_give_their_ratio_to_sgd():
+    rows = bench.rows([train_record("optimizers-seed", "threads sgd", 8, 2.0),
+                       train_record("optimizers-seed", "threads adam", 8, 2.5)])
+    assert by(rows, "optimizers-seed", "threads adam", 8).note == "0.80x SGD's throughput"
+    assert by(rows, "optimizers-seed", "threads sgd", 8).note == ""
+
+
 def test_seed_f32_has_no_serial_baseline_of_its_own(records):
     r = by(bench.rows(records), "backends-seed-f32", "threads/numba", 2)
     assert r.speedup is None

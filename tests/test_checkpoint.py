@@ -3,7 +3,9 @@
 are refused without unpickling anything; an interrupted write leaves the previous checkpoint.
 
 The runs are small (3 instances, 50 epochs, mini-batches so that the batch order and its generator
-matter) and shared between tests; the resumes of every backend share one new process."""
+matter; instance 1 trains with Adam, whose moments and step count the checkpoint carries) and shared
+between tests; the resumes of every backend share one new process.  A checkpoint written before Adam
+(format version 1) loads and resumes too."""
 from __future__ import annotations
 
 import io
@@ -28,8 +30,13 @@ BACKEND_NAMES = ("serial", "threads", "processes", "prange")
 EPOCHS, HALF = 50, 25
 SNAPSHOTS = [0, 7, HALF, EPOCHS]        # 7 ends a round without a sync
 X, X_VAL, Y, Y_VAL = ff.datasets.breast_cancer(test_size=0.2, seed=0)
-SETTINGS = dict(hidden=(8, 8), hyperparams=ff.vary(lr=[0.02, 0.05, 0.1], batch_size=64), sync="best",
-                sync_every=5, seed=4, validation=(X_VAL, Y_VAL), workers=2)
+SETTINGS = dict(hidden=(8, 8), hyperparams=ff.vary(lr=[0.02, 0.01, 0.1], optimizer=["sgd", "adam", "sgd"],
+                                                   batch_size=64),
+                sync="best", sync_every=5, seed=4, validation=(X_VAL, Y_VAL), workers=2)
+VERSION_1 = Path(__file__).parent / "data" / "checkpoint-v1.npz"    # fastffnn 0.1.0 before Adam (SGD only)
+VERSION_1_SETTINGS = dict(hidden=(8,), hyperparams=ff.vary(lr=[0.02, 0.05], batch_size=[64, None]), sync="best",
+                          sync_layers="last", sync_every=5, seed=4, validation=(X_VAL, Y_VAL),
+                          backend="serial")    # its 10 epochs, with that version's default sync_layers
 
 
 def slow_down_at_10(point):
@@ -46,7 +53,7 @@ def bits(a) -> bytes:
 def assert_same_run(a: ff.TrainResult, b: ff.TrainResult, what: str = "") -> None:
     """Bit-identical parameters, training state, history (snapshots included) and hyperparameters."""
     assert bits(a.ensemble.params) == bits(b.ensemble.params), f"parameters differ {what}"
-    for field in ("velocity", "rng", "order", "hyper", "target_epochs", "data_sha256", "validation_sha256"):
+    for field in ("moments", "steps", "rng", "order", "hyper", "target_epochs", "data_sha256", "validation_sha256"):
         assert bits(getattr(a.state, field)) == bits(getattr(b.state, field)), f"state.{field} differs {what}"
     for field in ("losses", "sync_epochs", "global_loss", "val_accuracy", "ensemble_val_accuracy"):
         assert bits(getattr(a.history, field)) == bits(getattr(b.history, field)), f"history.{field} differs {what}"
@@ -137,6 +144,33 @@ def test_a_saved_half_run_resumed_on_another_backend_equals_the_straight_run(run
     assert half.config["epochs"] == HALF and half.state.target_epochs == HALF
     assert_same_run(resumed["half"], straight["serial"], "(25 on serial, save, 25 on threads)")
     assert resumed["half"].config["epochs"] == EPOCHS and resumed["half"].config["backend"] == "threads"
+
+
+def test_the_state_holds_the_adam_moments_and_the_step_counts(runs):
+    """Every instance has taken 8 steps an epoch (455 samples in batches of 64); the Adam
+    instance's second moment is positive, SGD's stays zero ("best" copies between the two SGD
+    instances only)."""
+    _, straight, _ = runs
+    state = straight["serial"].state
+    assert state.moments.shape == (3, 2, straight["serial"].ensemble.params.shape[1])
+    assert state.steps.tolist() == [EPOCHS * 8] * 3
+    assert (state.moments[1, 1] > 0).all() and (state.moments[[0, 2], 1] == 0).all()
+
+
+def test_a_version_1_checkpoint_loads_and_resumes_bit_identically(tmp_path):
+    """A checkpoint of fastffnn before Adam (10 epochs of SGD) reads as this version's: its velocity
+    is the first moment, the steps follow from its epochs and batch sizes, the new hyperparameter
+    columns are SGD's defaults; resumed to 20 epochs, it is the straight run of this version, and
+    saved again it is version 2."""
+    old = ff.load(VERSION_1)
+    assert old.config["epochs"] == 10 and [hp.optimizer for hp in old.hyperparams] == ["sgd", "sgd"]
+    assert old.state.steps.tolist() == [10 * 8, 10] and (old.state.moments[:, 1] == 0).all()
+    np.testing.assert_array_equal(old.state.hyper, np.array([hp.row(len(X)) for hp in old.hyperparams]))
+    straight = ff.train(X, Y, epochs=20, **VERSION_1_SETTINGS)
+    resumed = ff.resume(VERSION_1, X, Y, epochs=20, validation=(X_VAL, Y_VAL))
+    assert_same_run(resumed, straight, "(resumed from version 1)")
+    with np.load(ff.save(resumed, tmp_path / "run.npz")) as saved:
+        assert json.loads(saved["manifest"].tobytes())["version"] == checkpoint.VERSION == 2
 
 
 def test_a_checkpoint_at_the_last_sync_survives_a_failed_run_and_resumes_it(tmp_path):
@@ -260,8 +294,8 @@ HOSTILE = {
     "a flipped byte": (flip_a_byte, "damaged"),
     "an altered array": (alter_an_array, "array 'params' does not match its sha256"),
     "a foreign npz": (foreign_npz, "without a fastffnn manifest"),
-    "a newer version": (lambda p, m: with_manifest(p, lambda d: d.update(version=2)),
-                        "format version 2.*reads version 1; upgrade fastffnn"),
+    "a newer version": (lambda p, m: with_manifest(p, lambda d: d.update(version=3)),
+                        "format version 3.*reads versions 1, 2; upgrade fastffnn"),
     "an altered config": (lambda p, m: with_manifest(p, lambda d: d["config"].update(hidden=[16])),
                           "does not match its config_sha256"),
     "a config that does not fit": (lambda p, m: with_manifest(p, lambda d: d["config"].update(hidden=[16]),

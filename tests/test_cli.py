@@ -173,6 +173,14 @@ def test_train_on_a_csv_with_string_labels(tmp_path):
     assert "cells.csv (target 'diagnosis'): 96 train / 24 test samples, 3 features" in proc.stdout
 
 
+def test_the_optimizer_flags_reach_each_instance(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--optimizer", "sgd,adam", "--lr", "0.05,0.01", "--beta2", "0.99", "--instances", "2",
+                     "--epochs", "20", "--no-plots", "--quiet", "--json", "s.json"]) == 0
+    instances = json.loads(Path("s.json").read_text())["instances"]
+    assert [(i["optimizer"], i["lr"], i["beta2"]) for i in instances] == [("sgd", 0.05, 0.99), ("adam", 0.01, 0.99)]
+
+
 # --- errors: one line on stderr, exit status 2 ------------------------------------------------
 
 @pytest.fixture
@@ -197,6 +205,7 @@ ERRORS = {
     "lists of two lengths": (["--lr", "0.1,0.2", "--momentum", "0.1,0.2,0.3"], "lists of equal length"),
     "a list against --instances": (["--lr", "0.1,0.2", "--instances", "3"], "has 2 entries but instances=3"),
     "a bad hyperparameter": (["--momentum", "1.5"], "The 'momentum' parameter of HyperParams"),
+    "an unknown optimizer": (["--optimizer", "adamw"], "The 'optimizer' parameter of HyperParams must be a str among"),
     "a snapshot past the end": (["--epochs", "10", "--snapshot-epochs", "20"], "[0, 10]"),
     "a checkpoint folder that does not exist": (["--save", "no/such/run.npz"], "not an existing folder"),
     "a missing checkpoint": (["--resume", "gone.npz"], "gone.npz: no such checkpoint file"),

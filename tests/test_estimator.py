@@ -87,6 +87,14 @@ def test_binary_matches_train(blobs):
     assert clf.score(Xb, yb) == res.ensemble.score(Xb, yb) >= 0.9
 
 
+def test_adam_is_a_hyperparameter_like_any_other(blobs):
+    X, y = blobs
+    clf = FFNNEnsembleClassifier(**CHEAP, hyperparams=ff.HyperParams(optimizer="adam", lr=0.01)).fit(X, y)
+    assert [h.optimizer for h in clf.result_.hyperparams] == ["adam", "adam"]
+    assert clf.score(X, y) >= 0.9 and (clf.result_.state.moments[:, 1] > 0).any()
+    assert clone(clf).get_params()["hyperparams"] == ff.HyperParams(optimizer="adam", lr=0.01)
+
+
 def test_seed_controls_the_model(blobs):
     X, y = blobs
     a = FFNNEnsembleClassifier(**CHEAP, seed=1).fit(X, y)

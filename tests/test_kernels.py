@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 import fastffnn
 from fastffnn import HyperParams, vary
+from fastffnn.hyperparams import OPTIMIZERS
 from fastffnn.kernels import config, layers, numpy_span, span
 from fastffnn.kernels.gemm import ACT, GATE, gemm, gemm_fused
 from fastffnn.kernels.reduce import combine_rows
@@ -519,9 +520,12 @@ def test_shuffle(n, state):
 class Problem:
     """Arguments of one span kernel call for one instance, on small random data.  Data and
     parameters are exact in float32; with hyperparameters that are too (0.25, 0.0625, ...), one
-    float64 reference serves both dtypes."""
+    float64 reference serves both dtypes.  The optimizer state starts as a run's would after
+    ``steps`` steps: SGD's velocity drawn when there is momentum; Adam's moments zero when fresh,
+    else drawn."""
 
-    def __init__(self, act, K, *, n=7, lr=0.25, l2=0.0, momentum=0.0, batch=None, penalty=1.5, seed=0):
+    def __init__(self, act, K, *, n=7, lr=0.25, l2=0.0, momentum=0.0, batch=None, penalty=1.5, seed=0,
+                 optimizer="sgd", beta1=0.875, beta2=1 - 2**-10, eps=2**-20, steps=0):
         rng = np.random.default_rng(seed)
         self.sizes = (3, 4, 3, K)
         self.act, self.code = act, naive.ACTIVATION_CODES[act]
@@ -529,33 +533,38 @@ class Problem:
         self.X = draw(rng, (n, self.sizes[0]))
         self.T = binary_targets(rng, n) if K == 1 else onehot_targets(rng, n, K)
         self.params = draw(rng, P, scale=0.7)
-        self.velocity = draw(rng, P, scale=0.05) if momentum else np.zeros(P)
+        first = draw(rng, P, scale=0.05) if (momentum if optimizer == "sgd" else steps) else np.zeros(P)
+        second = np.abs(draw(rng, P, scale=0.01)) if steps else np.zeros(P)
+        self.moments, self.steps = np.stack([first, second]), steps
         self.rng = np.array([rng.integers(0, 2**63)], dtype=np.uint64)
         self.order = np.arange(n, dtype=np.int64)
         self.hyper = np.zeros(config.N_HYPER)
         self.hyper[config.LR], self.hyper[config.L2], self.hyper[config.MOMENTUM] = lr, l2, momentum
         self.hyper[config.BATCH_SIZE] = n if batch is None else batch
         self.hyper[config.PENALTY] = penalty
+        self.hyper[config.OPTIMIZER] = OPTIMIZERS[optimizer]
+        self.hyper[config.BETA1], self.hyper[config.BETA2], self.hyper[config.EPS] = beta1, beta2, eps
         self.lr, self.l2, self.momentum, self.penalty = lr, l2, momentum, penalty
+        self.optimizer, self.beta1, self.beta2, self.eps = optimizer, beta1, beta2, eps
         self.batch = int(min(n, self.hyper[config.BATCH_SIZE]))
 
     def run(self, epochs, dtype, kernel=span.train_span, cancel=None):
-        """(params, velocity, losses, rng, order) after ``epochs`` epochs -- or fewer, if
+        """(params, moments, losses, rng, order, steps) after ``epochs`` epochs -- or fewer, if
         ``cancel`` (1,) is set meanwhile; ``self.done`` is then the epochs completed.  The problem
         is unchanged."""
-        params, velocity = self.params.astype(dtype), self.velocity.astype(dtype)
-        rng, order = self.rng.copy(), self.order.copy()
+        params, moments = self.params.astype(dtype), self.moments.astype(dtype)
+        steps, rng, order = np.array([self.steps]), self.rng.copy(), self.order.copy()
         losses = np.full(epochs, np.nan, dtype)
         work = np.zeros(span.workspace_size(self.sizes, self.batch), dtype)
         grad = np.zeros(params.shape[0], dtype)
         cancel = np.zeros(1, np.int64) if cancel is None else cancel
         done = np.zeros(1, np.int64)
-        kernel(params, velocity, rng, losses, self.X.astype(dtype), self.T.astype(dtype),
+        kernel(params, moments, steps, rng, losses, self.X.astype(dtype), self.T.astype(dtype),
                np.array(self.sizes, dtype=np.int64), self.code, self.hyper.astype(dtype), work, grad, order,
                cancel, done)
         self.done = int(done[0])
         assert self.done == epochs or cancel[0]
-        return params, velocity, losses, rng, order
+        return params, moments, losses, rng, order, int(steps[0])
 
     def data_loss(self, params, rows=None):
         X, T = (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
@@ -576,11 +585,11 @@ def test_one_full_batch_step_is_gradient_descent(act, K):
     step = prob.lr * prob.fd_gradient(prob.params)
     assert np.abs(step).max() > 1e-2          # a step large enough for the check to mean something
     for dtype in DTYPES:
-        params, velocity, losses, _, _ = prob.run(1, dtype)
+        params, moments, losses, _, _, _ = prob.run(1, dtype)
         assert params.dtype == dtype and losses.dtype == dtype
         naive.assert_close(losses, [prob.data_loss(prob.params)], dtype, msg=where(dtype=dtype))
         naive.assert_close(params, prob.params - step, dtype, "fd", where(dtype=dtype))
-        np.testing.assert_array_equal(velocity, 0.0)       # momentum 0 leaves the velocity alone
+        np.testing.assert_array_equal(moments, 0.0)        # momentum 0 leaves the velocity alone
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -589,16 +598,16 @@ def test_full_batch_steps_with_l2_and_momentum(act):
     epochs = 3
     for K in (1, 3):
         prob = Problem(act, K, l2=0.0625, momentum=0.75, seed=K * 10 + naive.ACTIVATION_CODES[act] + 100)
-        p, v, want_losses = prob.params, prob.velocity, []
+        p, v, want_losses = prob.params, prob.moments[0], []
         for _ in range(epochs):
             want_losses.append(prob.full_loss(p))
             p, v = naive.sgd_step(p, v, prob.fd_gradient(p), prob.sizes, prob.lr, prob.l2, prob.momentum)
         for dtype in DTYPES:
             msg = where(dtype=dtype, K=K)
-            params, velocity, losses, _, _ = prob.run(epochs, dtype)
+            params, moments, losses, _, _, _ = prob.run(epochs, dtype)
             naive.assert_close(losses, want_losses, dtype, "fd", msg)
             naive.assert_close(params, p, dtype, "fd", msg)
-            naive.assert_close(velocity, v, dtype, "fd", msg)
+            naive.assert_close(moments[0], v, dtype, "fd", msg)
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])
@@ -608,7 +617,7 @@ def test_mini_batch_epochs_follow_the_naive_batch_order(act):
     for K in (1, 3):
         prob = Problem(act, K, batch=3, l2=0.015625, momentum=0.5, seed=K + 200)
         n, B = prob.X.shape[0], prob.batch
-        p, v, state, perm = prob.params, prob.velocity, int(prob.rng[0]), list(prob.order)
+        p, v, state, perm = prob.params, prob.moments[0], int(prob.rng[0]), list(prob.order)
         want_losses = []
         for _ in range(epochs):
             weights, _ = naive.unpack(p, prob.sizes)
@@ -621,12 +630,145 @@ def test_mini_batch_epochs_follow_the_naive_batch_order(act):
             want_losses.append(total)
         for dtype in DTYPES:
             msg = where(dtype=dtype, K=K)
-            params, velocity, losses, rng, order = prob.run(epochs, dtype)
+            params, moments, losses, rng, order, _ = prob.run(epochs, dtype)
             assert order.tolist() == perm, msg
             assert int(rng[0]) == state, msg
             naive.assert_close(losses, want_losses, dtype, "fd", msg)
             naive.assert_close(params, p, dtype, "fd", msg)
-            naive.assert_close(velocity, v, dtype, "fd", msg)
+            naive.assert_close(moments[0], v, dtype, "fd", msg)
+
+
+# ============================================================================================
+# Adam: the paper's formulas (naive.adam_step), scikit-learn's AdamOptimizer, torch.optim.Adam
+# ============================================================================================
+ADAM = dict(optimizer="adam", beta1=0.875, beta2=1 - 2**-10, eps=2**-20)     # exact in float32
+
+
+def naive_epochs(prob, epochs):
+    """What the span kernel should do to ``prob``, by the naive references: (params, moments,
+    losses, order, generator state, steps) after ``epochs`` epochs of ``naive.adam_step`` or
+    ``naive.sgd_step`` on finite-difference gradients, each epoch's batches in the naive shuffle's
+    order (a full batch is not shuffled)."""
+    n, B = prob.X.shape[0], prob.batch
+    p, (m, v), t = prob.params, prob.moments, prob.steps
+    perm, state, losses = list(prob.order), int(prob.rng[0]), []
+    for _ in range(epochs):
+        weights, _ = naive.unpack(p, prob.sizes)
+        total = 0.5 * prob.l2 * sum((W ** 2).sum() for W in weights)
+        if B < n:
+            perm, state = naive.shuffle(perm, state)
+        for start in range(0, n, B):
+            rows = perm[start:start + B]
+            total += prob.data_loss(p, rows) * len(rows) / n
+            g, t = prob.fd_gradient(p, rows), t + 1
+            if prob.optimizer == "adam":
+                p, m, v = naive.adam_step(p, m, v, t, g, prob.sizes, prob.lr, prob.l2, prob.beta1, prob.beta2,
+                                          prob.eps)
+            else:
+                p, m = naive.sgd_step(p, m, g, prob.sizes, prob.lr, prob.l2, prob.momentum)
+        losses.append(total)
+    return p, np.stack([m, v]), losses, perm, state, t
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_adam_steps_follow_the_naive_adam(act, batch):
+    # Adam 5 steps into a run (non-zero moments, t from 6: the bias corrections count on), L2
+    # coupled into the gradient; the full batch, and batches of 3, 3, 1 in the shuffle's order
+    epochs = 3
+    for K in (1, 3):
+        prob = Problem(act, K, lr=2**-5, l2=2**-6, batch=batch, steps=5, seed=K + 300, **ADAM)
+        p, moments, want_losses, perm, state, t = naive_epochs(prob, epochs)
+        assert t == 5 + epochs * -(-7 // prob.batch)
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, K=K)
+            params, got, losses, rng, order, steps = prob.run(epochs, dtype)
+            assert steps == t and order.tolist() == perm and int(rng[0]) == state, msg
+            naive.assert_close(losses, want_losses, dtype, "fd", msg)
+            naive.assert_close(params, p, dtype, "fd", msg)
+            naive.assert_close(got, moments, dtype, "fd", msg)
+
+
+def test_adam_update_matches_naive_adam_and_scikit_learn():
+    """The kernels' update alone (``span._update``) on given gradients: six Adam steps with L2 on
+    the weights, against the paper's formulas and scikit-learn's AdamOptimizer.  scikit-learn folds
+    the bias corrections into the learning rate, lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), and adds its
+    epsilon to the uncorrected sqrt(v): p -= lr_t m / (sqrt(v) + epsilon).  That is our step (and
+    PyTorch's) with eps = epsilon / sqrt(1 - b2^t), so each step t runs with that eps here and the
+    three agree to rounding; with one eps throughout, scikit-learn's steps differ from the paper's."""
+    from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
+
+    sizes = (3, 4, 2)
+    P = naive.n_params(sizes)
+    rng = np.random.default_rng(0)
+    params0, grads = draw(rng, P), [draw(rng, P) for _ in range(6)]
+    hp = HyperParams(lr=2**-5, l2=2**-4, optimizer="adam", beta1=0.875, beta2=1 - 2**-10, eps=2**-10)
+
+    def eps_of_step(t):
+        return hp.eps / np.sqrt(1 - hp.beta2 ** t)
+
+    def naive_adam(eps):
+        p, m, v = params0, np.zeros(P), np.zeros(P)
+        for t, g in enumerate(grads, 1):
+            p, m, v = naive.adam_step(p, m, v, t, g, sizes, hp.lr, hp.l2, hp.beta1, hp.beta2, eps(t))
+        return p, m, v
+
+    flat = params0.copy()           # one flat array as scikit-learn's list of coefs and intercepts
+    adam = AdamOptimizer([flat], hp.lr, hp.beta1, hp.beta2, hp.eps)
+    for g in grads:
+        adam.update_params([flat], [g + hp.l2 * naive.weight_mask(sizes) * flat])    # as MLPClassifier's alpha
+    sklearn = (flat, adam.ms[0], adam.vs[0])
+    want = naive_adam(eps_of_step)
+    for dtype in DTYPES:
+        params, moments, steps = params0.astype(dtype), np.zeros((2, P), dtype), np.zeros(1, np.int64)
+        hyper = hp.row(1).astype(dtype)
+        for t, g in enumerate(grads, 1):
+            hyper[config.EPS] = eps_of_step(t)
+            span._update(params, *moments, steps, g.astype(dtype), np.array(sizes), hyper)
+        assert steps[0] == len(grads)
+        for got, naive_value, sklearn_value in zip((params, *moments), want, sklearn):
+            naive.assert_close(got, naive_value, dtype, msg=where(dtype=dtype))
+            naive.assert_close(got, sklearn_value, dtype, msg=where(dtype=dtype))
+    assert not np.allclose(naive_adam(lambda t: hp.eps)[0], sklearn[0], **naive.tol(np.float32)), \
+        "one eps throughout: scikit-learn's arrangement is not the paper's"
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_adam_span_matches_torch(act, K):
+    """Three full-batch epochs of the span kernel against the same network in PyTorch, trained by
+    ``torch.optim.Adam`` with ``weight_decay`` on the weights only (L2 coupled into the gradient, as
+    ours): the same parameters and moments."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    activations = {"relu": torch.relu, "tanh": torch.tanh}
+    epochs = 3
+    prob = Problem(act, K, lr=2**-5, l2=2**-6, seed=K + 400, **ADAM)      # fresh: zero moments, t from 1
+    for dtype in DTYPES:
+        tdtype = getattr(torch, dtype.name)
+        weights, biases = ([torch.tensor(a, dtype=tdtype, requires_grad=True) for a in arrays]
+                           for arrays in naive.unpack(prob.params, prob.sizes))
+        adam = torch.optim.Adam([{"params": weights, "weight_decay": prob.l2}, {"params": biases, "weight_decay": 0.0}],
+                                lr=prob.lr, betas=(prob.beta1, prob.beta2), eps=prob.eps, foreach=False)
+        X, T = torch.tensor(prob.X, dtype=tdtype), torch.tensor(prob.T, dtype=tdtype)
+        for _ in range(epochs):
+            adam.zero_grad()
+            a = X
+            for l, (W, b) in enumerate(zip(weights, biases)):
+                a = a @ W + b if l == len(weights) - 1 else activations[act](a @ W + b)
+            u = prob.penalty * a
+            (F.binary_cross_entropy_with_logits(u, T) if K == 1 else F.cross_entropy(u, T)).backward()
+            adam.step()
+
+        def flat(of):
+            return np.concatenate([of(x).detach().numpy().ravel() for pair in zip(weights, biases) for x in pair])
+
+        params, moments, _, _, _, steps = prob.run(epochs, dtype)
+        msg = where(dtype=dtype)
+        assert steps == epochs
+        naive.assert_close(params, flat(lambda x: x), dtype, msg=msg)
+        naive.assert_close(moments[0], flat(lambda x: adam.state[x]["exp_avg"]), dtype, msg=msg)
+        naive.assert_close(moments[1], flat(lambda x: adam.state[x]["exp_avg_sq"]), dtype, msg=msg)
 
 
 # ============================================================================================
@@ -665,21 +807,24 @@ def test_numpy_and_gil_kernels_match_numba(act, n_classes):
         np.testing.assert_array_equal(gil.ensemble.params, ref.ensemble.params, err_msg=msg)
 
 
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_numpy_span_matches_numba_span(dtype):
+def test_numpy_span_matches_numba_span(dtype, optimizer):
     # direct kernel calls: same batch order and generator state exactly, same numbers to rounding
-    # (a stable learning rate: an oscillating run amplifies rounding differences ~5x per epoch)
+    # (a stable learning rate: an oscillating run amplifies rounding differences ~5x per epoch; Adam,
+    # whose steps are about lr whatever the gradient, amplifies those of small gradients too)
     epochs = 20
     for K in (1, 3):
         for batch in (None, 4):
             msg = where(K=K, batch=batch)
-            prob = Problem("tanh", K, n=13, lr=0.05, l2=1e-3, momentum=0.9, batch=batch, seed=K)
+            prob = Problem("tanh", K, n=13, lr=0.05 if optimizer == "sgd" else 0.01, l2=1e-3, momentum=0.9,
+                           batch=batch, seed=K, optimizer=optimizer)
             ref = prob.run(epochs, dtype, span.train_span)
             res = prob.run(epochs, dtype, numpy_span.train_span)
-            for a, b in zip(res[:3], ref[:3]):                   # params, velocity, losses
+            for a, b in zip(res[:3], ref[:3]):                   # params, moments, losses
                 assert a.dtype == b.dtype == dtype
                 naive.assert_close(a, b, dtype, "span", msg)
-            for a, b in zip(res[3:], ref[3:]):                   # rng state, batch order
+            for a, b in zip(res[3:], ref[3:]):                   # rng state, batch order, steps
                 np.testing.assert_array_equal(a, b, err_msg=msg)
             if batch is not None:
                 assert not np.array_equal(ref[4], prob.order), msg    # the order was shuffled

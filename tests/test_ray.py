@@ -54,6 +54,8 @@ def train(backend, sync="none", dtype="float64", faults=(), **kw):
 
 def assert_identical(res, ref):
     assert res.ensemble.params.tobytes() == ref.ensemble.params.tobytes()
+    for field in ("moments", "steps"):
+        assert getattr(res.state, field).tobytes() == getattr(ref.state, field).tobytes(), field
     for field in ("losses", "global_loss", "val_accuracy", "ensemble_val_accuracy"):
         assert getattr(res.history, field).tobytes() == getattr(ref.history, field).tobytes(), field
 
@@ -74,6 +76,14 @@ def test_new_sync_options_are_bit_identical_to_serial(local_ray):
         assert_identical(res, ref)
         assert res.history.exploits == ref.history.exploits
     assert res.history.exploits and res.hyperparams == ref.hyperparams
+
+
+@pytest.mark.parametrize("sync", ["align", "best"])
+def test_adam_bit_identical_to_serial(local_ray, sync):
+    """The actors ship both moments and the step counts each round, which "align" permutes and
+    "best" copies in the driver."""
+    hps = ff.vary(optimizer=["sgd", "adam", "sgd", "adam"], lr=[0.05, 0.01, 0.1, 0.02], batch_size=32)
+    assert_identical(train("ray", sync, hyperparams=hps), train("serial", sync, hyperparams=hps))
 
 
 def test_a_killed_actor_is_named_promptly(local_ray):

@@ -54,9 +54,9 @@ class Span:
         self.batch = int(self.hyper[config.BATCH_SIZE])
 
     def run(self, epochs, kernel=span.train_span, cancel=None, started=None):
-        """(params, velocity, losses, done) after ``epochs`` epochs or a cancel; ``started`` is
+        """(params, moments, losses, done) after ``epochs`` epochs or a cancel; ``started`` is
         set once the first epoch has completed (``done`` > 0)."""
-        params, velocity = self.params0.copy(), np.zeros_like(self.params0)
+        params, moments = self.params0.copy(), np.zeros((2, self.params0.shape[0]))
         rng, order = np.array([12345], np.uint64), np.arange(self.X.shape[0])
         losses = np.full(epochs, np.nan)
         work = np.zeros(kernels.workspace_size(self.sizes, self.batch))
@@ -65,9 +65,9 @@ class Span:
         done = np.zeros(1, np.int64)
         if started is not None:
             threading.Thread(target=lambda: (_poll(lambda: done[0] > 0), started.set()), daemon=True).start()
-        kernel(params, velocity, rng, losses, self.X, self.T, self.sizes, config.RELU, self.hyper, work, grad,
-               order, cancel, done)
-        return params, velocity, losses, int(done[0])
+        kernel(params, moments, np.zeros(1, np.int64), rng, losses, self.X, self.T, self.sizes, config.RELU,
+               self.hyper, work, grad, order, cancel, done)
+        return params, moments, losses, int(done[0])
 
 
 def _poll(predicate, timeout=60.0) -> bool:
@@ -85,9 +85,9 @@ KERNELS = [span.train_span, numpy_span.train_span]
 @pytest.mark.parametrize("kernel", KERNELS, ids=["numba", "numpy"])
 def test_a_span_cancelled_before_it_starts_changes_nothing(kernel):
     problem = Span()
-    params, velocity, losses, done = problem.run(5, kernel, cancel=np.ones(1, np.int64))
+    params, moments, losses, done = problem.run(5, kernel, cancel=np.ones(1, np.int64))
     assert done == 0 and np.isnan(losses).all()
-    assert (params == problem.params0).all() and (velocity == 0).all()
+    assert (params == problem.params0).all() and (moments == 0).all()
 
 
 @pytest.mark.parametrize("batch_size", [None, 64], ids=["full-batch", "mini-batch"])
@@ -102,14 +102,14 @@ def test_a_span_cancelled_midway_stops_within_a_step(kernel, batch_size):
     timer = threading.Thread(target=lambda: (started.wait(60), cancel.__setitem__(0, 1)))
     timer.start()
     t = time.monotonic()
-    params, velocity, losses, done = problem.run(100_000, kernel, cancel, started)
+    params, moments, losses, done = problem.run(100_000, kernel, cancel, started)
     timer.join()
     assert time.monotonic() - t < 30, "the span ran on after the cancel"
     assert 0 < done < 100_000 and np.isnan(losses[done:]).all()
-    ref_params, ref_velocity, ref_losses, ref_done = problem.run(done, kernel)
+    ref_params, ref_moments, ref_losses, ref_done = problem.run(done, kernel)
     assert ref_done == done and losses[:done].tobytes() == ref_losses.tobytes()
     if batch_size is None:
-        assert params.tobytes() == ref_params.tobytes() and velocity.tobytes() == ref_velocity.tobytes()
+        assert params.tobytes() == ref_params.tobytes() and moments.tobytes() == ref_moments.tobytes()
 
 
 # -- the watchdog: a long healthy round never fails; a stall does (test_faults: every backend) ----

@@ -159,7 +159,11 @@ def test_bad_hidden(data, no_run):
 BAD_HYPERPARAMS = {
     "lr": ([0, -0.1, float("nan"), "fast"], r"a float in the range \(0\.0, inf\)"),
     "l2": ([-1e-4], r"a float in the range \[0\.0, inf\)"),
+    "optimizer": (["adamw", "SGD", 1], r"a str among \{.*'adam'.*\}"),
     "momentum": ([1, 1.5, -0.1], r"a float in the range \[0\.0, 1\.0\)"),
+    "beta1": ([1, 1.5, -0.1], r"a float in the range \[0\.0, 1\.0\)"),
+    "beta2": ([1.0, -1e-3], r"a float in the range \[0\.0, 1\.0\)"),
+    "eps": ([0, -1e-8, "tiny"], r"a float in the range \(0\.0, inf\)"),
     "batch_size": ([0, 8.0], r"an int in the range \[1, inf\) or None"),
     "penalty": ([0, -2.0], r"a float in the range \(0\.0, inf\)"),
     "seed": ([-1], r"an int in the range \[0, inf\) or None"),
@@ -181,6 +185,20 @@ def test_valid_hyperparams_edges():
     hp = HyperParams(lr=1e-9, l2=0.0, momentum=0.0, batch_size=1, penalty=1e-3, seed=0)
     assert (hp.lr, hp.momentum, hp.batch_size) == (1e-9, 0.0, 1)
     assert [h.lr for h in vary(lr=np.array([0.1, 0.2]), batch_size=np.int64(4))] == [0.1, 0.2]
+
+
+def test_the_optimizer_cannot_change_during_a_run(data):
+    """A callback may change Adam's beta1, beta2 and eps, but not the optimizer: its state means
+    another thing to each (the message lists what may change)."""
+    X, y = data
+
+    def switch(point):
+        point.set_hyperparams(beta2=0.99)
+        point.set_hyperparams(optimizer="sgd")
+
+    with pytest.raises(ValueError, match=r"^set_hyperparams can change \[.*'beta1', 'beta2', 'eps'\] at run time\. "
+                                         r"Got \['optimizer'\] instead\.$"):
+        fit_train(X, y, hyperparams=HyperParams(optimizer="adam"), sync_every=1, callback=switch)
 
 
 def test_hyperparams_list_length_must_match_instances(data, no_run):

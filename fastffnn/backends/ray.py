@@ -30,9 +30,9 @@ from .base import Backend
 
 POLL = 0.1              # seconds between looks at the cancel flag and the actors' progress
 STARTUP_TIMEOUT = 120.0     # seconds the actors may take to start and load their kernels
-START = ("params", "velocity", "rng", "order", "hyper", "epochs_done")     # an actor's first rows
-STATE = ("params", "velocity", "hyper")     # what a sync may change, sent back each round
-RESULT = ("params", "velocity", "rng", "order", "epochs_done", "arrived", "compute")
+START = ("params", "moments", "steps", "rng", "order", "hyper", "epochs_done")     # an actor's first rows
+STATE = ("params", "moments", "steps", "hyper")     # what a sync may change, sent back each round
+RESULT = ("params", "moments", "steps", "rng", "order", "epochs_done", "arrived", "compute")
 
 
 def _ray():

@@ -141,7 +141,7 @@ def _speedups(out: list) -> None:
 
 def _notes(out: list) -> None:
     """Comparisons inside a group: sync cost vs no sync, growth vs seed, fastffnn vs each peer and
-    each fastffnn row vs the best peer."""
+    each fastffnn row vs the best peer, Adam vs SGD."""
     for group in dict.fromkeys(r.group for r in out):
         members = [r for r in out if r.group == group]
         plain = next((r for r in members if r.label.endswith("none")), None)
@@ -149,6 +149,7 @@ def _notes(out: list) -> None:
         ours = max((r.throughput for r in members if not r.peer), default=None)
         best_peer = max((r for r in members if r.peer), key=lambda r: r.throughput, default=None)
         threads = next((r for r in members if r.label.startswith("threads")), None)
+        sgd = next((r for r in members if r.label.endswith("sgd")), None)
         for r in members:
             if r.area == "sync" and plain is not None and r is not plain:
                 r.note = f"{100 * (r.median / plain.median - 1):+.1f} % time vs sync none"
@@ -161,6 +162,8 @@ def _notes(out: list) -> None:
                 r.note = f"{r.throughput / best_peer.throughput:.2f}x the best peer ({best_peer.label})"
             elif r.area == "runtime" and threads is not None and r is not threads:
                 r.note = f"{r.throughput / threads.throughput:.2f}x threads"
+            elif r.area == "optimizers" and sgd is not None and r is not sgd:
+                r.note = f"{r.throughput / sgd.throughput:.2f}x SGD's throughput"
 
 
 @dataclass
