@@ -148,7 +148,8 @@ def pairs(records: list, strategies: list) -> Figure:
         agreement = np.concatenate([p["agreement"] for p in runs])
         ax.scatter(before, agreement, facecolors="none", edgecolors=f"C{c}", s=18, alpha=0.6)
         ax.scatter(after, agreement, color=f"C{c}", s=14, marker="D", alpha=0.8,
-                   label=f"{label}: after (filled) / before (hollow) alignment")
+                   label=f"{'independent (no sync)' if label == 'none' else label}: after (filled) / before (hollow) "
+                         f"alignment")
     ax.set_xlabel("L2 distance of the flat parameters of a pair, all layers")
     ax.set_ylabel("test prediction agreement of the pair (fraction of samples)")
     ax.grid(alpha=0.3)

@@ -196,9 +196,10 @@ def q2(records: list, s: ex.Settings) -> tuple:
     case1 = [v for v in verdicts if v[0].startswith("average (last) [independent")]
     case1_text = ", ".join(f"{100 * v[1][0]:+.2f} ± {100 * v[1][1]:.2f} points at every {v[0][:-1].rsplit(' ', 1)[1]}"
                            for v in case1)
-    explored = {every: [lr for r in select(records, explore=True, sync_every=every, failed=False) for lr in r["final_lr"]]
-                for every in s.sync_every}
-    drift = ", ".join(f"{np.median(v):.3g} at every {every}" for every, v in explored.items() if v)
+    def final(key, every):
+        return [v for r in select(records, explore=True, sync_every=every, failed=False) for v in r[key]]
+    drift = ", ".join(f"lr {np.median(final('final_lr', every)):.3g} and L2 {np.median(final('final_l2', every)):.2g} "
+                      f"at every {every}" for every in s.sync_every if final("final_lr", every))
     fastest = min(faster, key=lambda v: v[3]) if faster else None
     all_layers = [v for v in faster if v[0].startswith("average (all) [independent")]
     answer = ((f"Test accuracy rose significantly (paired over {n} seeds, 95 % intervals) with {names(helped)}, "
@@ -217,8 +218,8 @@ def q2(records: list, s: ex.Settings) -> tuple:
               + (f", fastest {fastest[0]} ({fastest[3]:.0f})" if fastest else "")
               + (", averaging every layer in " + ", ".join(f"{v[3]:.0f} at every {v[0][:-1].rsplit(' ', 1)[1]}"
                                                          for v in all_layers) if all_layers else "")
-              + (f", while explore, judged on training error, drove the learning rate up (median final "
-                 f"{drift}, from at most {s.lr_range[1]:g})" if drift else "")
+              + (f", while explore, judged on training error, drove the learning rate up and the L2 penalty down "
+                 f"(median final {drift}, from lr at most {s.lr_range[1]:g} and L2 1e-3)" if drift else "")
               + (f" and stopped runs on NaN/Inf ({names(stopped)})" if stopped else "") + ".")
     method = (f"{s.instances} instances of {'-'.join(map(str, (30, *s.hidden, 1)))} ReLU, full batch, momentum 0.9, "
               f"L2 1e-3, learning rates log-spaced {s.lr_range[0]:g}-{s.lr_range[1]:g} (one per instance), "

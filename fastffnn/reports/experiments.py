@@ -209,6 +209,7 @@ def syncing(s: Settings, log=print) -> list:
             record["exploits"] = len(res.history.exploits)
             # the hyperparameters explore ended with (PBT's drift)
             record["final_lr"] = [hp.lr for hp in res.hyperparams]
+            record["final_l2"] = [hp.l2 for hp in res.hyperparams]
             if sync == "none":      # each instance alone is one network: its own curve
                 record["instance_curves"] = res.history.losses
             if pairs:

@@ -66,10 +66,11 @@ def run(out=".", quick: bool = False, json_path=None, log=print) -> Path:
     sections += [(method, table, answer), q3(penalty, s), q4(syncing, s), q5(overfit, s)]
     strategies = [c[0] for c in ex.SYNCED]
     every = s.sync_every[len(s.sync_every) // 2]
-    curves = {"one network, best lr": single["curves"],
-              **{label: [r["curve"] for r in select(syncing, strategy=label, init="independent", failed=False,
-                                                    sync_every=None if label == "none" else every)]
-                 for label in ["none", *strategies]}}
+    curves = {"one network, best lr": single["curves"]}
+    for label in ["none", *strategies]:
+        runs = select(syncing, strategy=label, init="independent", failed=False,
+                      sync_every=None if label == "none" else every)
+        curves["independent (no sync)" if label == "none" else label] = [r["curve"] for r in runs]
     drawn = {
         "gil": figures.gil(gil, [("serial", k) for k in ("numpy", "numba-gil", "numba")] + list(ex.GIL_CONFIGS),
                            cpu_count()),
