@@ -77,17 +77,22 @@ def q1(gil: list, cold: list, s: ex.Settings) -> tuple:
     table += "\n\nA whole run (wall time around `train`, compilation excluded by warming first):\n\n" + md_table(
         ["run of " + f"{cold[0]['instances']} instances x {s.gil_epochs} epochs", "seconds"],
         [[label, ci([r["seconds"] for r in cold if r["label"] == label], ".3f")] for label in labels])
-    sp = {(b, k): stats(speedup(b, k, top))[0] for b, k in ex.GIL_CONFIGS}
-    t_nogil, t_gil, t_np = sp["threads", "numba"], sp["threads", "numba-gil"], sp["threads", "numpy"]
-    others = min(sp["processes", "numba"], sp["prange", "numba"])
+    sp = {(b, k): speedup(b, k, top) for b, k in ex.GIL_CONFIGS}
+    text = {key: ci(v, ".2f") + "x" for key, v in sp.items()}
+    nogil = sp["threads", "numba"]
+    gil_costs = diff(nogil, sp["threads", "numba-gil"])[2] > 0 and diff(nogil, sp["threads", "numpy"])[2] > 0
+    behind = [f"{b}" for b in ("processes", "prange") if diff(sp[b, "numba"], nogil)[2] < 0]
     seconds = {label: stats([r["seconds"] for r in cold if r["label"] == label])[0] for label in labels}
     fresh, warm, threads = (seconds[label] for label in labels)
-    answer = (f"At N = {top} on {cores} cores, threads with the nogil numba kernel run {t_nogil:.2f}x as fast as serial "
-              f"with the same kernel, while the kernel that holds the GIL gets {t_gil:.2f}x and the numpy kernel "
-              f"{t_np:.2f}x: " + ("the GIL, not threading, serialised the report's threads, and "
-                                  if t_nogil > 1.3 * max(t_gil, 1.0) else "here the GIL costs little, and ")
-              + f"processes ({sp['processes', 'numba']:.2f}x) and prange ({sp['prange', 'numba']:.2f}x) "
-              + ("scale like nogil threads. " if others > 0.75 * t_nogil else "scale less well than nogil threads. ")
+    answer = (f"At N = {top} on {cores} cores, threads with the nogil numba kernel run {text['threads', 'numba']} as "
+              f"fast as serial with the same kernel, while the kernel that holds the GIL gets "
+              f"{text['threads', 'numba-gil']} and the numpy kernel {text['threads', 'numpy']}: "
+              + ("the GIL, not threading, serialised the report's threads (paired over repeats, the nogil kernel's "
+                 "speedup is the larger), and " if gil_costs else
+                 "the nogil kernel's speedup is not significantly larger here, and ")
+              + f"processes ({text['processes', 'numba']}) and prange ({text['prange', 'numba']}) "
+              + (f"scale less well than nogil threads ({names(behind)}). " if behind
+                 else "scale like nogil threads. ")
               + f"The report saw threads beat processes because its processes were fresh interpreters for every "
               f"run: a run of its size takes {fresh:.2f} s with fresh worker processes, against {warm:.3f} s on a "
               f"warm pool and {threads:.3f} s on threads with the numpy kernel, so "
