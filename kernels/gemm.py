@@ -44,13 +44,6 @@ BLOCK, PAIR, ROW = 0, 1, 2
 _SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
 
 
-def _arguments(fty):
-    # the arguments of a tile, which the tiles' loop passes on: out, ldo, a, a_row, a_k, w, ldw,
-    # K, acc, epilogue, vec, gate, ldg, slope
-    ptr = fty.as_pointer()
-    return [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64, ir.IntType(1), _I64, ptr, ptr, _I64, fty]
-
-
 def _define_tile(module, fty, rows):
     """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
     i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope)``: out[m, n] (+)= sum_k a[m * a_row +
@@ -68,7 +61,9 @@ def _define_tile(module, fty, rows):
     name = f"fastffnn_tile_{fty}_{rows}"
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), _arguments(fty)), name)
+    ptr = fty.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64, ir.IntType(1),
+                                                             _I64, ptr, ptr, _I64, fty]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
     out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope = fn.args
@@ -160,23 +155,29 @@ def _define_tile(module, fty, rows):
     return fn
 
 
-def _define_tiles(module, fty, rows):
-    """``void tiles(<the tile's arguments>, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of out in tiles
-    of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector pair (cb a
-    multiple of it), each tile the inlined ``_define_tile``; vec and gate at out's first element
-    (vec: the bias at column 0; gate: the gate's first element).
+def _define_tiles(module, fty, rows, trans):
+    """``void tiles(fty* out, i64 ldo, fty* a, i64 lda, fty* w, i64 ldw, i64 K, i1 acc, i64
+    epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of
+    out in tiles of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector
+    pair (cb a multiple of it), each tile the inlined ``_define_tile``; a is A (R, lda), or A.T
+    for A (K, lda) when ``trans``; vec and gate at out's first element (vec: the bias at column 0;
+    gate: the gate's first element).
 
-    The loops are LLVM IR too, in a function of their own that is never inlined: three of them,
-    one per shape, rather than the tiles inlined in every loop of the native gemm."""
-    name = f"fastffnn_tiles_{fty}_{rows}"
+    The loops are LLVM IR too, in a function of their own that is never inlined: one per shape
+    and ``trans``, rather than the tiles inlined in every loop of the native gemm.  ``trans`` is a
+    constant of the code, so the reduction steps through A by a constant stride."""
+    name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}"
     if name in module.globals:
         return module.globals[name]
     tile = _define_tile(module, fty, rows)
     vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), _arguments(fty) + [_I64, _I64, _I64]), name)
+    ptr = fty.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
+                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64]), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = fn.args
+    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = fn.args
+    a_row, a_k = (ir.Constant(_I64, 1), lda) if trans else (lda, ir.Constant(_I64, 1))
     for p in (out, a, w):
         p.add_attribute("noalias")
     entry, rloop, cstart = fn.append_basic_block("entry"), fn.append_basic_block("rows"), fn.append_basic_block("cstart")
@@ -209,19 +210,19 @@ def _define_tiles(module, fty, rows):
 
 
 @intrinsic(prefer_literal=True)
-def _tiles(typingctx, out, A, a_row, a_k, W, accumulate, epilogue, vec, mat, slope, r0, r1, cb, shape):
-    """Rows r0:r1 of out, columns 0:cb, in tiles of ``shape`` (a compile-time constant;
-    ``_define_tiles``) with ``epilogue``; ``ACT`` reads the bias ``vec`` (O,), ``GATE`` the gate
-    ``mat`` (shaped like out); both ``slope``."""
-    if not isinstance(shape, types.IntegerLiteral):
-        raise TypingError("gemm tile: the tile shape must be a compile-time constant")
-    rows = _SHAPES[shape.literal_value]
+def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, cb, trans, shape):
+    """Rows r0:r1 of out, columns 0:cb, of op(A) @ W in tiles of ``shape`` (op(A) = A, or A.T when
+    ``trans``; both compile-time constants; ``_define_tiles``) with ``epilogue``; ``ACT`` reads the
+    bias ``vec`` (O,), ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
+    if not (isinstance(shape, types.IntegerLiteral) and isinstance(trans, types.BooleanLiteral)):
+        raise TypingError("gemm tile: the tile shape and trans must be compile-time constants")
+    rows, transposed = _SHAPES[shape.literal_value], trans.literal_value
 
     def codegen(context, builder, sig, args):
-        out_, A_, a_row_, a_k_, W_, acc_, epilogue_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:13]
+        out_, A_, W_, acc_, epilogue_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:11]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
-        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1])
+        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], transposed)
 
         def array(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
@@ -231,15 +232,26 @@ def _tiles(typingctx, out, A, a_row, a_k, W, accumulate, epilogue, vec, mat, slo
 
         if acc_.type != ir.IntType(1):
             acc_ = builder.trunc(acc_, ir.IntType(1))
-        builder.call(fn, [array(0).data, row_stride(0), array(1).data, a_row_, a_k_, array(4).data, row_stride(4),
-                          cgutils.unpack_tuple(builder, array(4).shape)[0], acc_,
-                          context.cast(builder, epilogue_, sig.args[6], types.int64), array(7).data,
-                          array(8).data, row_stride(8), context.cast(builder, slope_, sig.args[9], dtype),
+        builder.call(fn, [array(0).data, row_stride(0), array(1).data, row_stride(1), array(2).data, row_stride(2),
+                          cgutils.unpack_tuple(builder, array(2).shape)[0], acc_,
+                          context.cast(builder, epilogue_, sig.args[4], types.int64), array(5).data,
+                          array(6).data, row_stride(6), context.cast(builder, slope_, sig.args[7], dtype),
                           r0_, r1_, cb_])
         return context.get_dummy_value()
 
     i64 = types.int64
-    return types.void(out, A, i64, i64, W, types.boolean, i64, vec, mat, slope, i64, i64, i64, shape), codegen
+    return types.void(out, A, W, types.boolean, i64, vec, mat, slope, i64, i64, i64, trans, shape), codegen
+
+
+@jit(inline="always")
+def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
+    # out[:, :cb] of op(A) @ W: the full blocks, then the pairs and the single row past them
+    rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
+    rb = R - R % rows
+    rp = rb + (R - rb) // 2 * 2
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rb, rp, cb, trans, PAIR)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rp, R, cb, trans, ROW)
 
 
 @jit(inline="always")
@@ -264,16 +276,12 @@ def gemm_native(out_p, a_p, w_p, vec_p, mat_p, R, C, K, trans_a, accumulate, epi
     # (K, R) when trans_a; W (K, C); vec (C,); mat (R, C).  Compiled as a C callback (``link``).
     out, W, vec, mat = carray(out_p, (R, C)), carray(w_p, (K, C)), carray(vec_p, C), carray(mat_p, (R, C))
     A = carray(a_p, (K, R) if trans_a else (R, K))
-    a_row, a_k = (1, R) if trans_a else (K, 1)
-    rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
-    cols = NV * VECTOR_BYTES // out.itemsize
-    cb = C - C % cols
-    rb = R - R % rows
-    rp = rb + (R - rb) // 2 * 2
+    cb = C - C % (NV * VECTOR_BYTES // out.itemsize)
     acc = accumulate != 0
-    _tiles(out, A, a_row, a_k, W, acc, epilogue, vec, mat, slope, 0, rb, cb, BLOCK)
-    _tiles(out, A, a_row, a_k, W, acc, epilogue, vec, mat, slope, rb, rp, cb, PAIR)
-    _tiles(out, A, a_row, a_k, W, acc, epilogue, vec, mat, slope, rp, R, cb, ROW)
+    if trans_a:
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, True)
+    else:
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, False)
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
