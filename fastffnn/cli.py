@@ -374,20 +374,26 @@ def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
     on-disk cache, or None when the cache cannot be read this way (a Numba whose cache internals
     differ).  The seconds are what a cold compile took on one core of the README's machine."""
     import numba
-    from .kernels import reduce, span
-    trainer = {"numba": (span.train_span, 14), "numba-gil": (span.train_span_gil, 4)}.get(kernel)
-    needed = [(span.train_spans_parallel, 23) if backend == "prange" else trainer,
-              (span.predict_proba, 3), (reduce.combine_rows, 1)]
+    from numba.core.registry import cpu_target
+    from .kernels import gemm, reduce, span
+    from .kernels.config import TolerantCache
+    trainer = {"numba": (span.train_span, 7), "numba-gil": (span.train_span_gil, 2)}.get(kernel)
+    needed = [(span.train_spans_parallel, 12) if backend == "prange" else trainer,
+              (span.predict_proba, 1), (reduce.combine_rows, 1)]
+    # the caches to read: each kernel's, and the native gemm's that they all call (a C callback)
+    caches = [(gemm.gemm_native.__name__, TolerantCache(gemm.gemm_native), 1)] + [
+        (dispatcher.py_func.__name__, dispatcher._cache, seconds) for dispatcher, seconds in filter(None, needed)]
     want = numba.from_dtype(np.dtype(dtype))
+    codegen = cpu_target.target_context.codegen()
     try:
         cold = []
-        for dispatcher, seconds in filter(None, needed):
-            cache = dispatcher._cache
-            codegen = dispatcher.targetctx.codegen()
+        for name, cache, seconds in caches:
             index = cache._cache_file._load_index() if hasattr(cache, "_cache_file") else {}   # none: not cached
-            # an entry for this dtype, compiled from this source for this CPU
-            if not any(key == cache._index_key(key[0], codegen) and key[0][0].dtype == want for key in index):
-                cold.append((dispatcher.py_func.__name__, seconds))
+            # an entry for this dtype, compiled from this source for this CPU (a kernel's key holds
+            # its argument types, the C callback's its signature)
+            if not any(key == cache._index_key(key[0], codegen) and getattr(key[0], "args", key[0])[0].dtype == want
+                       for key in index):
+                cold.append((name, seconds))
         return cold
     except Exception:
         return None

@@ -136,6 +136,12 @@ class SyncAction:
         self.seed = settings.seed
         self.round = 0
 
+    @property
+    def predicts(self) -> bool:
+        """Whether its sync points predict with every instance: on the validation data, or for a
+        strategy that weighs the instances by their errors."""
+        return self.validation is not None or self.strategy in ("weighted", "best")
+
     def __call__(self) -> None:
         try:
             self._round(self.round)
@@ -171,7 +177,7 @@ class SyncAction:
         last = ctx.losses[:, e1 - 1:e1]
         global_loss = float(combine(last, np.full(N, 1.0 / N))[0])
         probas = None
-        if self.validation is not None or self.strategy in ("weighted", "best"):
+        if self.predicts:
             X, T = self.validation if self.validation is not None else (ctx.X, ctx.T)
             probas = instance_probas(ctx, X)
         val_acc = self.history.record_sync(

@@ -10,7 +10,10 @@ import os
 import warnings
 
 import numba
+from numba import types
+from numba.core import sigutils
 from numba.core.caching import FunctionCache
+from numba.core.ccallback import CFunc
 
 NOGIL = True
 CACHE = True
@@ -49,6 +52,20 @@ class TolerantCache(FunctionCache):
             return None
 
 
+class KernelCache(TolerantCache):
+    """The cache of a jitted kernel: before a kernel is looked up, the native gemm of each float
+    dtype among its arguments is made known to LLVM (``gemm.link``), because the kernel's machine
+    code calls it by name, and a kernel loaded without it would call address 0.  (A kernel compiled
+    here links it as its code is generated.)"""
+
+    def load_overload(self, sig, target_context):
+        from .gemm import link      # gemm imports this module
+        for dtype in {t.dtype for t in sigutils.normalize_signature(sig)[0] if isinstance(t, types.Array)}:
+            if dtype in (types.float64, types.float32):
+                link(dtype)
+        return super().load_overload(sig, target_context)
+
+
 def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", error_model="python"):
     """``numba.njit`` with the project's options; the one decorator kernels use.
 
@@ -56,20 +73,30 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", 
     denominator, at least eps > 0): Python's model tests every divisor for zero to raise
     ZeroDivisionError, a branch that keeps LLVM from vectorising the loop.
 
-    ``inline="always"`` is for the small helpers of the inner loops (tile dispatch, sigmoid):
-    inlined at Numba's IR level, their branches fold on the caller's constant arguments and their
-    loops vectorise in the caller's context, which LLVM's own inlining of a separate function
-    does not guarantee.  It is also for thin wrappers over a compiled kernel (``gemm``,
-    ``dense_forward``, ``dense_backward``): Numba links into each compiled function the code of
-    everything it calls and optimises and generates all of it again, so every level of separately
-    compiled functions between the span kernel and the gemm is paid for again on a cold start."""
+    ``inline="always"`` is for the small helpers of the inner loops (sigmoid, a softmax row, the
+    gemm's last column): inlined at Numba's IR level, their branches fold on the caller's constant
+    arguments and their loops vectorise in the caller's context, which LLVM's own inlining of a
+    separate function does not guarantee.  It is also for thin wrappers (``gemm``,
+    ``dense_forward``, ``dense_backward``), which would otherwise be compiled on their own for
+    nothing.  Inlining more does not make a cold start faster but slower: an inlined function is
+    typed and lowered again at each of its call sites."""
     def decorate(f):
         dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
                                 inline=inline, error_model=error_model)(f)
         if cache:
-            dispatcher._cache = TolerantCache(f)
+            dispatcher._cache = KernelCache(f)
         return dispatcher
     return decorate if func is None else decorate(func)
+
+
+def cfunc(func, sig):
+    """``func`` compiled for ``sig`` as a C callback with the project's options and cache, which
+    jitted code calls by address or name rather than links (``gemm.link``)."""
+    native = CFunc(func, (sig.args, sig.return_type), locals={}, options={"fastmath": FASTMATH})
+    if CACHE:
+        native._cache = TolerantCache(func)
+    native.compile()
+    return native
 
 
 # Activation codes shared by kernels and the Python registry (fastffnn.network).

@@ -6,56 +6,72 @@ accumulators into vector registers, so the inner block is written directly in LL
 row of C) is loaded once, updated by one rank-1 product per step of the reduction -- NV vector
 loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That is the classic
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
-present, narrower vectors elsewhere).  ``gemm`` tiles ``out`` with it -- full blocks, then pairs
+present, narrower vectors elsewhere).  The gemm tiles ``out`` with it -- full blocks, then pairs
 and single rows for the rows past the last block, each in a loop of LLVM IR too (``_define_tiles``)
--- and finishes the columns past the last full vector pair in plain Numba.  The block may end in an epilogue (``gemm_fused``): bias and relu
-after the forward product, the relu derivative after the input gradient, so no pass over memory
-is spent on either.
+-- and finishes the columns past the last full vector pair in plain Numba.  The block may end in
+an epilogue (``gemm_fused``): bias and relu after the forward product, the relu derivative after
+the input gradient, so no pass over memory is spent on either.
+
+All of that is one native function per dtype (``gemm_native``), compiled once -- a C callback,
+cached like every kernel -- and called by its name (``link``).  Numba links into each compiled
+function the code of everything it calls, and optimises and generates all of it again; the gemm
+is most of the kernels' code, and linked it was compiled again in every kernel up to the span,
+the better part of a cold start.  A call per product costs nothing next to the product.
 
 In every tile shape an element is reduced in order k = 0, 1, ..., so a row's result does not
 depend on where the row falls (a sample's numbers do not depend on its place in the batch); and
 every backend calls the same code on the same shapes, so results are bit-identical across them.
 """
+import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import carray, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from .config import jit
+from .config import cfunc, jit
 
 VECTOR_BYTES = 32           # one AVX2 register; LLVM splits it where the CPU has narrower ones
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
 ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured best on AVX2
 _I64 = ir.IntType(64)
+# The epilogues, as gemm_fused takes them (any integer, constant or not)
+NONE, ACT, GATE = 0, 1, 2
+# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
+# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
+# one row, for an odd row left.  Each element sums over k in the same order in every shape.
+BLOCK, PAIR, ROW = 0, 1, 2
+_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
 
 
-def _define_tile(module, fty, rows, epilogue):
+def _define_tile(module, fty, rows):
     """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
-    <epilogue arguments>)``: out[m, n] (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a
-    ``rows x NV vectors`` block, then the epilogue on the block in registers before it is stored:
+    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope)``: out[m, n] (+)= sum_k a[m * a_row +
+    k * a_k] * w[k * ldw + n] for a ``rows x NV vectors`` block, then the epilogue on the block in
+    registers before it is stored:
 
-    - ``"none"``;
-    - ``"act"`` (fty* bias, fty slope): v = v + bias[n]; v = v if v > 0 else slope * v -- relu
-      (slope 0: a NaN stays NaN), leaky relu, or identity (slope 1);
-    - ``"gate"`` (fty* gate, i64 ldg, fty slope): v = v if gate[m, n] > 0 else slope * v -- the
-      relu / leaky relu derivative, gate being the activation.
+    - ``NONE``;
+    - ``ACT``: v = v + vec[n]; v = v if v > 0 else slope * v -- the bias, then relu (slope 0: a
+      NaN stays NaN), leaky relu, or identity (slope 1);
+    - ``GATE``: v = v if gate[m * ldg + n] > 0 else slope * v -- the relu / leaky relu
+      derivative, gate being the activation.
 
-    Defined once per LLVM module (internal, always inlined)."""
-    name = f"fastffnn_tile_{fty}_{rows}_{epilogue}"
+    The epilogue is chosen after the reduction, by a switch that one product always takes the
+    same way.  Defined once per LLVM module (internal, always inlined)."""
+    name = f"fastffnn_tile_{fty}_{rows}"
     if name in module.globals:
         return module.globals[name]
-    vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
-    align = 8 if isinstance(fty, ir.DoubleType) else 4
-    ptr, vty = fty.as_pointer(), ir.VectorType(fty, vl)
-    extra = {"none": [], "act": [ptr, fty], "gate": [ptr, _I64, fty]}[epilogue]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64,
-                                                             ir.IntType(1), *extra]), name)
+    ptr = fty.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64, ir.IntType(1),
+                                                             _I64, ptr, ptr, _I64, fty]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc = fn.args[:9]
+    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope = fn.args
     for p in (out, a, w):
         p.add_attribute("noalias")
+    vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
+    align = 8 if isinstance(fty, ir.DoubleType) else 4
+    vty = ir.VectorType(fty, vl)
     entry, load, init = fn.append_basic_block("entry"), fn.append_basic_block("load"), fn.append_basic_block("init")
     loop, body, done = fn.append_basic_block("loop"), fn.append_basic_block("body"), fn.append_basic_block("done")
     b = ir.IRBuilder(entry)
@@ -113,58 +129,55 @@ def _define_tile(module, fty, rows, epilogue):
     b.branch(loop)
 
     b.position_at_end(done)
-    results = list(accs)
-    if epilogue != "none":
-        zero, slope = ir.Constant(vty, None), splat(fn.args[-1])
-        if epilogue == "act":
-            bias = [b.load(vector_at(fn.args[9], const(n * vl)), align=align) for n in range(NV)]
-            results = [b.fadd(v, bias[n]) for (m, n), v in zip(blocks, results)]
-            gates = results
-        else:
-            gate, ldg = fn.args[9], fn.args[10]
-            gates = [b.load(vector_at(gate, b.add(b.mul(const(m), ldg), const(n * vl))), align=align)
-                     for m, n in blocks]
-        results = [b.select(b.fcmp_ordered(">", g, zero), v, b.fmul(v, slope)) for g, v in zip(gates, results)]
-    for (m, n), v in zip(blocks, results):
-        b.store(v, out_at(m, n), align=align)
-    b.ret_void()
+    zero, slopes = ir.Constant(vty, None), splat(slope)
+
+    def store(results):
+        for (m, n), v in zip(blocks, results):
+            b.store(v, out_at(m, n), align=align)
+        b.ret_void()
+
+    def scaled(gates, results):
+        return [b.select(b.fcmp_ordered(">", g, zero), v, b.fmul(v, slopes)) for g, v in zip(gates, results)]
+
+    act, gated, plain = (fn.append_basic_block(n) for n in ("act", "gate", "none"))
+    switch = b.switch(epilogue, plain)
+    switch.add_case(const(ACT), act)
+    switch.add_case(const(GATE), gated)
+    b.position_at_end(plain)
+    store(accs)
+    b.position_at_end(act)
+    bias = [b.load(vector_at(vec, const(n * vl)), align=align) for n in range(NV)]
+    biased = [b.fadd(v, bias[n]) for (m, n), v in zip(blocks, accs)]
+    store(scaled(biased, biased))
+    b.position_at_end(gated)
+    store(scaled([b.load(vector_at(gate, b.add(b.mul(const(m), ldg), const(n * vl))), align=align)
+                  for m, n in blocks], accs))
     return fn
 
 
-# The epilogues of ``_define_tile``, as the constants gemm_fused and _tiles take
-NONE, ACT, GATE = 0, 1, 2
-_EPILOGUES = ("none", "act", "gate")
-# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
-# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
-# one row, for an odd row left.  Each element sums over k in the same order in every shape.
-BLOCK, PAIR, ROW = 0, 1, 2
-_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
+def _define_tiles(module, fty, rows, trans):
+    """``void tiles(fty* out, i64 ldo, fty* a, i64 lda, fty* w, i64 ldw, i64 K, i1 acc, i64
+    epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of
+    out in tiles of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector
+    pair (cb a multiple of it), each tile the inlined ``_define_tile``; a is A (R, lda), or A.T
+    for A (K, lda) when ``trans``; vec and gate at out's first element (vec: the bias at column 0;
+    gate: the gate's first element).
 
-
-def _define_tiles(module, fty, rows, epilogue):
-    """``void tiles(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
-    i64 r0, i64 r1, i64 cb, <epilogue arguments>)``: rows r0:r1 of out in tiles of ``rows`` rows
-    (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector pair (cb a multiple of it), each
-    tile the inlined ``_define_tile``; the epilogue arguments as the tile's, at out's first element
-    (``act``: the bias at column 0; ``gate``: the gate's first element).
-
-    The loops are LLVM IR too, in a function of their own that is never inlined: every caller of
-    the gemm, up to the span kernel, links this code and optimises it again, and the tiles inlined
-    in the callers' loop nests made those the costliest part of the cold compile.  One call per
-    product costs nothing next to the product."""
-    name = f"fastffnn_tiles_{fty}_{rows}_{epilogue}"
+    The loops are LLVM IR too, in a function of their own that is never inlined: one per shape
+    and ``trans``, rather than the tiles inlined in every loop of the native gemm.  ``trans`` is a
+    constant of the code, so the reduction steps through A by a constant stride."""
+    name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}"
     if name in module.globals:
         return module.globals[name]
-    tile = _define_tile(module, fty, rows, epilogue)
+    tile = _define_tile(module, fty, rows)
     vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
     ptr = fty.as_pointer()
-    extra = {"none": [], "act": [ptr, fty], "gate": [ptr, _I64, fty]}[epilogue]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64,
-                                                             ir.IntType(1), _I64, _I64, _I64, *extra]), name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
+                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64]), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc, r0, r1, cb = fn.args[:12]
-    rest = fn.args[12:]
+    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = fn.args
+    a_row, a_k = (ir.Constant(_I64, 1), lda) if trans else (lda, ir.Constant(_I64, 1))
     for p in (out, a, w):
         p.add_attribute("noalias")
     entry, rloop, cstart = fn.append_basic_block("entry"), fn.append_basic_block("rows"), fn.append_basic_block("cstart")
@@ -176,20 +189,16 @@ def _define_tiles(module, fty, rows, epilogue):
     r.add_incoming(r0, entry)
     b.cbranch(b.icmp_signed("<", r, r1), cstart, done)
     b.position_at_end(cstart)
-    out_r, a_r = b.gep(out, [b.mul(r, ldo)]), b.gep(a, [b.mul(r, a_row)])
-    gate_r = b.gep(rest[0], [b.mul(r, rest[1])]) if epilogue == "gate" else None
+    out_r, a_r, gate_r = b.gep(out, [b.mul(r, ldo)]), b.gep(a, [b.mul(r, a_row)]), b.gep(gate, [b.mul(r, ldg)])
     b.branch(cloop)
     b.position_at_end(cloop)
     c = b.phi(_I64)
     c.add_incoming(ir.Constant(_I64, 0), cstart)
     b.cbranch(b.icmp_signed("<", c, cb), cbody, rnext)
     b.position_at_end(cbody)
-    call = [b.gep(out_r, [c]), ldo, a_r, a_row, a_k, b.gep(w, [c]), ldw, K, acc]
-    if epilogue == "act":       # the bias from column c
-        call += [b.gep(rest[0], [c]), rest[1]]
-    elif epilogue == "gate":    # the gate element where the block starts in out
-        call += [b.gep(gate_r, [c]), rest[1], rest[2]]
-    b.call(tile, call)
+    # the bias from column c, the gate element where the block starts in out
+    b.call(tile, [b.gep(out_r, [c]), ldo, a_r, a_row, a_k, b.gep(w, [c]), ldw, K, acc, epilogue,
+                  b.gep(vec, [c]), b.gep(gate_r, [c]), ldg, slope])
     c.add_incoming(b.add(c, ir.Constant(_I64, NV * vl)), cbody)
     b.branch(cloop)
     b.position_at_end(rnext)
@@ -201,23 +210,19 @@ def _define_tiles(module, fty, rows, epilogue):
 
 
 @intrinsic(prefer_literal=True)
-def _tiles(typingctx, out, A, a_row, a_k, W, accumulate, vec, mat, slope, r0, r1, cb, epilogue, shape):
-    """Rows r0:r1 of out, columns 0:cb, in tiles of ``shape`` with ``epilogue`` (both compile-time
-    constants; ``_define_tiles``); ``ACT`` reads the bias ``vec`` (O,), ``GATE`` the gate ``mat``
-    (shaped like out); both ``slope``."""
-    arrays = (out, A, W, vec, mat)
-    if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
-            len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
-        raise TypingError(f"gemm tile: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
-    if not (isinstance(epilogue, types.IntegerLiteral) and isinstance(shape, types.IntegerLiteral)):
-        raise TypingError("gemm tile: the epilogue and the tile shape must be compile-time constants")
-    kind, rows = _EPILOGUES[epilogue.literal_value], _SHAPES[shape.literal_value]
+def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, cb, trans, shape):
+    """Rows r0:r1 of out, columns 0:cb, of op(A) @ W in tiles of ``shape`` (op(A) = A, or A.T when
+    ``trans``; both compile-time constants; ``_define_tiles``) with ``epilogue``; ``ACT`` reads the
+    bias ``vec`` (O,), ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
+    if not (isinstance(shape, types.IntegerLiteral) and isinstance(trans, types.BooleanLiteral)):
+        raise TypingError("gemm tile: the tile shape and trans must be compile-time constants")
+    rows, transposed = _SHAPES[shape.literal_value], trans.literal_value
 
     def codegen(context, builder, sig, args):
-        out_, A_, a_row_, a_k_, W_, acc_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:12]
+        out_, A_, W_, acc_, epilogue_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:11]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
-        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], kind)
+        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], transposed)
 
         def array(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
@@ -227,43 +232,60 @@ def _tiles(typingctx, out, A, a_row, a_k, W, accumulate, vec, mat, slope, r0, r1
 
         if acc_.type != ir.IntType(1):
             acc_ = builder.trunc(acc_, ir.IntType(1))
-        call = [array(0).data, row_stride(0), array(1).data, a_row_, a_k_, array(4).data, row_stride(4),
-                cgutils.unpack_tuple(builder, array(4).shape)[0], acc_, r0_, r1_, cb_]
-        slope_value = context.cast(builder, slope_, sig.args[8], dtype)
-        if kind == "act":
-            call += [array(6).data, slope_value]
-        elif kind == "gate":
-            call += [array(7).data, row_stride(7), slope_value]
-        builder.call(fn, call)
+        builder.call(fn, [array(0).data, row_stride(0), array(1).data, row_stride(1), array(2).data, row_stride(2),
+                          cgutils.unpack_tuple(builder, array(2).shape)[0], acc_,
+                          context.cast(builder, epilogue_, sig.args[4], types.int64), array(5).data,
+                          array(6).data, row_stride(6), context.cast(builder, slope_, sig.args[7], dtype),
+                          r0_, r1_, cb_])
         return context.get_dummy_value()
 
     i64 = types.int64
-    return types.void(out, A, i64, i64, W, types.boolean, vec, mat, slope, i64, i64, i64, epilogue, shape), codegen
+    return types.void(out, A, W, types.boolean, i64, vec, mat, slope, i64, i64, i64, trans, shape), codegen
 
 
-@jit
-def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
-    # out (R, C) = op(A) @ W, added to out when accumulate; op(A) = A (R, K), or A.T for A (K, R)
-    # when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
-    #   epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
-    #   epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
-    # The epilogue must be a compile-time constant (NONE, ACT or GATE passed from jitted code): each
-    # is compiled separately, with its own tiles only.
-    R, C = out.shape
-    K = W.shape[0]
-    a_row, a_k = (1, A.shape[1]) if trans_a else (A.shape[1], 1)
+@jit(inline="always")
+def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
+    # out[:, :cb] of op(A) @ W: the full blocks, then the pairs and the single row past them
     rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
-    cols = NV * VECTOR_BYTES // out.itemsize
-    cb = C - C % cols
     rb = R - R % rows
     rp = rb + (R - rb) // 2 * 2
-    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, 0, rb, cb, epilogue, BLOCK)
-    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, rb, rp, cb, epilogue, PAIR)
-    _tiles(out, A, a_row, a_k, W, accumulate, vec, mat, slope, rp, R, cb, epilogue, ROW)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rb, rp, cb, trans, PAIR)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rp, R, cb, trans, ROW)
+
+
+@jit(inline="always")
+def _gemm_column(out, A, trans_a, w):
+    # out (R,) += op(A) @ w (K,)
+    R, K = out.shape[0], w.shape[0]
+    if trans_a:
+        for k in range(K):
+            wk = w[k]
+            for r in range(R):
+                out[r] += A[k, r] * wk
+    else:
+        for r in range(R):
+            s = out[r]
+            for k in range(K):
+                s += A[r, k] * w[k]
+            out[r] = s
+
+
+def gemm_native(out_p, a_p, w_p, vec_p, mat_p, R, C, K, trans_a, accumulate, epilogue, slope):
+    # gemm_fused on the arrays at these pointers, all C-contiguous: out (R, C); A (R, K), or
+    # (K, R) when trans_a; W (K, C); vec (C,); mat (R, C).  Compiled as a C callback (``link``).
+    out, W, vec, mat = carray(out_p, (R, C)), carray(w_p, (K, C)), carray(vec_p, C), carray(mat_p, (R, C))
+    A = carray(a_p, (K, R) if trans_a else (R, K))
+    cb = C - C % (NV * VECTOR_BYTES // out.itemsize)
+    acc = accumulate != 0
+    if trans_a:
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, True)
+    else:
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, False)
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
-    if not accumulate:
+    if not acc:
         out[:, cb:] = 0.0
     if C == 1:
         # one column (a binary output layer): as vectors, unit stride known to the compiler
@@ -289,21 +311,57 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
             out[r, c] = v if (v if epilogue == ACT else mat[r, c]) > 0 else slope * v
 
 
-@jit(inline="always")
-def _gemm_column(out, A, trans_a, w):
-    # out (R,) += op(A) @ w (K,)
-    R, K = out.shape[0], w.shape[0]
-    if trans_a:
-        for k in range(K):
-            wk = w[k]
-            for r in range(R):
-                out[r] += A[k, r] * wk
-    else:
-        for r in range(R):
-            s = out[r]
-            for k in range(K):
-                s += A[r, k] * w[k]
-            out[r] = s
+_NATIVE = {}    # dtype -> its compiled gemm_native, kept alive: LLVM holds only its address
+
+
+def link(dtype):
+    """The symbol of the native gemm of ``dtype`` (a Numba float type): compiled, or loaded from
+    Numba's cache, the first time, and made known to LLVM by that name -- which must happen before
+    any machine code that calls it is loaded (``config.KernelCache``)."""
+    name = f"fastffnn_gemm_{dtype}"
+    if dtype not in _NATIVE:
+        p, i64 = types.CPointer(dtype), types.int64
+        native = cfunc(gemm_native, types.void(p, p, p, p, p, i64, i64, i64, i64, i64, i64, types.float64))
+        llvm.add_symbol(name, native.address)
+        _NATIVE[dtype] = native
+    return name
+
+
+@intrinsic
+def gemm_fused(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
+    """out (R, C) = op(A) @ W, added to out when accumulate; op(A) = A (R, K), or A.T for A (K, R)
+    when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
+
+    - epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
+    - epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
+
+    A call of the native gemm of the dtype (``link``); vec (C,) and mat (R, C) are read only by
+    their epilogue."""
+    arrays = (out, A, W, vec, mat)
+    if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
+            len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
+        raise TypingError(f"gemm: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        ptr = context.get_value_type(dtype).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr] * 5 + [_I64] * 6 + [ir.DoubleType()]), link(dtype))
+
+        def data(i):
+            return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i]).data
+
+        def shape(i):
+            return cgutils.unpack_tuple(builder, cgutils.create_struct_proxy(sig.args[i])(
+                context, builder, value=args[i]).shape)
+
+        (R, C), K = shape(0), shape(3)[0]
+        flags = [context.cast(builder, args[i], sig.args[i], types.int64) for i in (2, 4, 5)]
+        builder.call(fn, [data(0), data(1), data(3), data(6), data(7), R, C, K, *flags,
+                          context.cast(builder, args[8], sig.args[8], types.float64)])
+        return context.get_dummy_value()
+
+    return types.void(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope), codegen
 
 
 @jit(inline="always")

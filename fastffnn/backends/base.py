@@ -17,11 +17,14 @@ from ..driver import Context, Watchdog, coordinate, run_instances, worker_loop
 from ..sync import combine
 
 
-def warm_predict(ctx: Context) -> None:
-    """Compile what the sync action calls: prediction and the reduction."""
-    proba = np.empty((1, ctx.T.shape[1]), dtype=ctx.params.dtype)
-    kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act,
-                          ctx.hyper[0, kernels.config.PENALTY])
+def warm_predict(ctx: Context, action) -> None:
+    """Compile what the sync action calls: the reduction, and prediction if the action predicts
+    (``SyncAction.predicts``).  A run that does not predict leaves prediction to compile on first
+    use, after the run, rather than make every first run wait for it."""
+    if action.predicts:
+        proba = np.empty((1, ctx.T.shape[1]), dtype=ctx.params.dtype)
+        kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act,
+                              ctx.hyper[0, kernels.config.PENALTY])
     combine(ctx.params[:, :1], np.ones(ctx.plan.instances))
 
 
@@ -50,15 +53,15 @@ class Backend:
         """Yield the run's shared arrays (name -> zeroed array)."""
         yield {name: np.zeros(shape, dtype) for name, (shape, dtype) in specs.items()}
 
-    def warm(self, ctx: Context) -> None:
-        """Compile the kernels in this thread before any worker starts (a zero-epoch span, and a
-        prediction for the sync action)."""
+    def warm(self, ctx: Context, action) -> None:
+        """Compile the kernels in this thread before any worker starts (a zero-epoch span, and
+        what the sync action calls)."""
         ctx.run_span(0, 0, 0, ctx.scratch())
-        warm_predict(ctx)
+        warm_predict(ctx, action)
 
     def run(self, ctx: Context, action) -> float:
         """Warm the kernels, then run every round; returns the wall seconds, compilation excluded."""
-        self.warm(ctx)
+        self.warm(ctx, action)
         ctx.compute[...] = 0.0      # compiling is not computing
         t = perf_counter()
         self.execute(ctx, action)

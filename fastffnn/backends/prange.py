@@ -71,9 +71,9 @@ class PrangeBackend(Backend):
         finally:
             _PRANGE_LOCK.release()
 
-    def warm(self, ctx: Context) -> None:
+    def warm(self, ctx: Context, action) -> None:
         prange_spans(ctx, 0, list(range(ctx.plan.instances)), 0, 0, ctx.scratch((ctx.plan.instances,)))
-        warm_predict(ctx)
+        warm_predict(ctx, action)
 
     def execute(self, ctx: Context, action) -> None:
         N = ctx.plan.instances
