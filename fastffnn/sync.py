@@ -220,7 +220,8 @@ class SyncAction:
             best = int(np.argmin(err))
             losers = np.flatnonzero(err > np.quantile(err, self.options["quantile"]))
             params[np.ix_(losers, np.arange(cols.start, cols.stop))] = params[best, cols]
-            hyper, before = self.ctx.hyper, self.ctx.hyper.copy()
+            hyper = self.ctx.hyper
+            before = hyper.copy() if self.options["explore"] else None
             if self.options["explore"]:
                 # PBT copies the whole configuration: the optimizer (and its constants) too
                 copied = [c for c, name in enumerate(config.HYPER_COLUMNS) if name != "batch_size"]
