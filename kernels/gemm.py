@@ -35,6 +35,9 @@ VECTOR_BYTES = 32           # one AVX2 register; LLVM splits it where the CPU ha
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
 ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured best on AVX2
 _I64 = ir.IntType(64)
+PANEL_K = 256               # the longest reduction a packed panel holds (the kernels': a chunk, a fan-in)
+PACK_TILES = 8              # the fewest tiles that share a packed panel (measured)
+PACK_BYTES = 16 * 1024      # the smallest W whose panels are packed: a smaller one stays in L1 (measured)
 # The epilogues, as gemm_fused takes them (any integer, constant or not)
 NONE, ACT, GATE = 0, 1, 2
 # Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
@@ -155,13 +158,27 @@ def _define_tile(module, fty, rows):
     return fn
 
 
+def _tiles_function(module, name, fty):
+    """A new never-inlined function of the tiles' signature (``_define_tiles``), its arguments
+    and a builder at its entry."""
+    ptr = fty.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
+                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    for p in (fn.args[0], fn.args[2], fn.args[4]):     # out, a, w
+        p.add_attribute("noalias")
+    return fn, fn.args, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
 def _define_tiles(module, fty, rows, trans):
     """``void tiles(fty* out, i64 ldo, fty* a, i64 lda, fty* w, i64 ldw, i64 K, i1 acc, i64
     epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of
     out in tiles of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector
     pair (cb a multiple of it), each tile the inlined ``_define_tile``; a is A (R, lda), or A.T
     for A (K, lda) when ``trans``; vec and gate at out's first element (vec: the bias at column 0;
-    gate: the gate's first element).
+    gate: the gate's first element).  A product large enough to pay for copying panels is handed
+    to ``_define_packed``'s function.
 
     The loops are LLVM IR too, in a function of their own that is never inlined: one per shape
     and ``trans``, rather than the tiles inlined in every loop of the native gemm.  ``trans`` is a
@@ -169,44 +186,94 @@ def _define_tiles(module, fty, rows, trans):
     name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}"
     if name in module.globals:
         return module.globals[name]
-    tile = _define_tile(module, fty, rows)
-    vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
-    ptr = fty.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
-                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = fn.args
-    a_row, a_k = (ir.Constant(_I64, 1), lda) if trans else (lda, ir.Constant(_I64, 1))
-    for p in (out, a, w):
-        p.add_attribute("noalias")
-    entry, rloop, cstart = fn.append_basic_block("entry"), fn.append_basic_block("rows"), fn.append_basic_block("cstart")
-    cloop, cbody, rnext, done = (fn.append_basic_block(n) for n in ("cols", "tile", "rnext", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(rloop)
-    b.position_at_end(rloop)
-    r = b.phi(_I64)
-    r.add_incoming(r0, entry)
-    b.cbranch(b.icmp_signed("<", r, r1), cstart, done)
-    b.position_at_end(cstart)
-    out_r, a_r, gate_r = b.gep(out, [b.mul(r, ldo)]), b.gep(a, [b.mul(r, a_row)]), b.gep(gate, [b.mul(r, ldg)])
-    b.branch(cloop)
-    b.position_at_end(cloop)
-    c = b.phi(_I64)
-    c.add_incoming(ir.Constant(_I64, 0), cstart)
-    b.cbranch(b.icmp_signed("<", c, cb), cbody, rnext)
-    b.position_at_end(cbody)
-    # the bias from column c, the gate element where the block starts in out
-    b.call(tile, [b.gep(out_r, [c]), ldo, a_r, a_row, a_k, b.gep(w, [c]), ldw, K, acc, epilogue,
-                  b.gep(vec, [c]), b.gep(gate_r, [c]), ldg, slope])
-    c.add_incoming(b.add(c, ir.Constant(_I64, NV * vl)), cbody)
-    b.branch(cloop)
-    b.position_at_end(rnext)
-    r.add_incoming(b.add(r, ir.Constant(_I64, rows)), rnext)
-    b.branch(rloop)
-    b.position_at_end(done)
+    packed = _define_packed(module, fty, rows, trans)
+    fn, args, b = _tiles_function(module, name, fty)
+    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = args
+    vl, itemsize = _lanes(fty)
+
+    def const(v):
+        return ir.Constant(_I64, v)
+
+    # packing pays where a panel is read by PACK_TILES tiles or more, and W is larger than
+    # PACK_BYTES (a smaller one stays in L1 as it is); a panel holds PANEL_K steps of the reduction
+    pays = b.icmp_signed("<=", K, const(PANEL_K))
+    if trans:
+        pays = b.and_(pays, b.icmp_signed(">=", cb, const(PACK_TILES * NV * vl)))
+    else:
+        pays = b.and_(pays, b.and_(b.icmp_signed(">=", b.sub(r1, r0), const(PACK_TILES * rows)),
+                                   b.icmp_signed(">=", b.mul(K, ldw), const(PACK_BYTES // itemsize))))
+    with b.if_then(pays):
+        b.call(packed, args)
+        b.ret_void()
+    a_row, a_k = (const(1), lda) if trans else (lda, const(1))
+    with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
+        with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):
+            _call_tile(b, module, fty, rows, args, r, c, b.gep(a, [b.mul(r, a_row)]), a_row, a_k, b.gep(w, [c]), ldw)
     b.ret_void()
     return fn
+
+
+def _define_packed(module, fty, rows, trans):
+    """The tiles of ``_define_tiles`` (same signature and result, bit for bit) reading panels
+    copied to the stack, for a product of at most PANEL_K steps of reduction:
+
+    - ``A @ W``: a tile's columns of W are a cache line or two in each of K rows ldw apart, read
+      again by every row block.  Each pair of vectors of columns is copied once into a contiguous
+      panel (K x NV vectors) that the tiles of every row block read from L1, A's rows in order.
+    - ``A.T @ W``: a block's rows are columns of A, lda apart, which for a power-of-two lda fall
+      in a few sets of the L1 cache and evict one another.  They are copied once per block into a
+      contiguous panel (K x rows) that every tile of the block reads from L1."""
+    name = f"fastffnn_packed_{fty}_{rows}_{'t' if trans else 'n'}"
+    if name in module.globals:
+        return module.globals[name]
+    fn, args, b = _tiles_function(module, name, fty)
+    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = args
+    vl, itemsize = _lanes(fty)
+    vty = ir.VectorType(fty, vl)
+
+    def const(v):
+        return ir.Constant(_I64, v)
+
+    def copy(source, target):
+        b.store(b.load(source, align=itemsize), target, align=itemsize)
+
+    if trans:
+        panel = b.alloca(fty, size=const(PANEL_K * rows))
+        with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
+            with cgutils.for_range_slice(b, const(0), K, const(1), _I64) as (k, _):
+                column, to = b.gep(a, [b.add(b.mul(k, lda), r)]), b.gep(panel, [b.mul(k, const(rows))])
+                for i in range(rows):
+                    copy(b.gep(column, [const(i)]), b.gep(to, [const(i)]))
+            with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):
+                _call_tile(b, module, fty, rows, args, r, c, panel, const(1), const(rows), b.gep(w, [c]), ldw)
+    else:
+        panel = b.alloca(fty, size=const(PANEL_K * NV * vl))
+        with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):
+            with cgutils.for_range_slice(b, const(0), K, const(1), _I64) as (k, _):
+                row, to = b.gep(w, [b.add(b.mul(k, ldw), c)]), b.gep(panel, [b.mul(k, const(NV * vl))])
+                for n in range(NV):
+                    copy(*(b.bitcast(b.gep(x, [const(n * vl)]), vty.as_pointer()) for x in (row, to)))
+            with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
+                _call_tile(b, module, fty, rows, args, r, c, b.gep(a, [b.mul(r, lda)]), lda, const(1), panel,
+                           const(NV * vl))
+    b.ret_void()
+    return fn
+
+
+def _lanes(fty):
+    # elements of a vector, and bytes of an element, of the float type fty
+    itemsize = 8 if isinstance(fty, ir.DoubleType) else 4
+    return VECTOR_BYTES // itemsize, itemsize
+
+
+def _call_tile(b, module, fty, rows, args, r, c, a_block, a_row, a_k, w_block, ldw):
+    # the tile at row r, column c of out, reading A's block at a_block (a_row, a_k apart) and W's
+    # columns at w_block (ldw apart); the bias from column c, the gate element where the tile
+    # starts in out
+    out, ldo, _, _, _, _, K, acc, epilogue, vec, gate, ldg, slope = args[:13]
+    b.call(_define_tile(module, fty, rows),
+           [b.gep(out, [b.add(b.mul(r, ldo), c)]), ldo, a_block, a_row, a_k, w_block, ldw, K, acc, epilogue,
+            b.gep(vec, [c]), b.gep(gate, [b.add(b.mul(r, ldg), c)]), ldg, slope])
 
 
 @intrinsic(prefer_literal=True)

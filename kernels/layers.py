@@ -74,12 +74,25 @@ def _slope(act):
     return 0.0 if act == RELU else (LEAKY_SLOPE if act == LEAKY_RELU else 1.0)
 
 
+TRANSPOSE_BLOCK = 16     # a block's rows of x and of outT stay in L1 while it is transposed
+TRANSPOSE_SMALL = 4096   # elements of an x that fits in L1 whole: transposed element by element
+
+
 @jit
 def transpose(outT, x):
-    # outT (C, R) overwritten with x (R, C) transposed
-    for r in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            outT[c, r] = x[r, c]
+    # outT (C, R) overwritten with x (R, C) transposed.  A large x in square blocks: element by
+    # element, it would write outT a column at a time, each write a cache line of its own
+    R, C = x.shape
+    if R * C <= TRANSPOSE_SMALL:
+        for r in range(R):
+            for c in range(C):
+                outT[c, r] = x[r, c]
+        return
+    for r0 in range(0, R, TRANSPOSE_BLOCK):
+        for c0 in range(0, C, TRANSPOSE_BLOCK):
+            for c in range(c0, min(C, c0 + TRANSPOSE_BLOCK)):
+                for r in range(r0, min(R, r0 + TRANSPOSE_BLOCK)):
+                    outT[c, r] = x[r, c]
 
 
 @jit

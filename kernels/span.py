@@ -183,11 +183,12 @@ def _adam(params, m, v, grad, t, hyper):
     # sqrt(v), as in the paper.  params, m, v changed in place; all (P,).
     #   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     #   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    # the corrections in float64 (b^t of a float32 b would lose digits), the loop in the dtype,
+    # as torch.optim.Adam's for float32 parameters (and twice as many lanes of sqrt and division)
     b1, b2, eps = hyper[BETA1], hyper[BETA2], hyper[EPS]
-    # the corrections in float64 (b^t of a float32 b would lose digits), the loop in the dtype
-    one = params.dtype.type(1)
-    size = params.dtype.type(hyper[LR] / (1.0 - float(b1) ** t))
-    inv_root = params.dtype.type(1.0 / math.sqrt(1.0 - float(b2) ** t))
+    size = params.dtype.type(hyper[LR] / (1.0 - b1 ** t))
+    inv_root = params.dtype.type(1.0 / math.sqrt(1.0 - b2 ** t))
+    one, b1, b2, eps = params.dtype.type(1), params.dtype.type(b1), params.dtype.type(b2), params.dtype.type(eps)
     for p in range(params.shape[0]):
         g = grad[p]
         mp = b1 * m[p] + (one - b1) * g

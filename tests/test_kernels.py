@@ -117,6 +117,17 @@ def test_transpose(R, C, seed):
         np.testing.assert_array_equal(outT, x.T, err_msg=where(dtype=dtype))
 
 
+@pytest.mark.parametrize("R, C", [(256, 128), (70, 100), (17, 300), (300, 17)])
+def test_transpose_in_blocks(R, C):
+    # past TRANSPOSE_SMALL elements, in square blocks, with partial blocks at both edges
+    x = draw(np.random.default_rng(R * C), (R, C))
+    assert R * C > layers.TRANSPOSE_SMALL
+    for dtype in DTYPES:
+        outT = np.full((C, R), np.nan, dtype)
+        layers.transpose(outT, x.astype(dtype))
+        np.testing.assert_array_equal(outT, x.T, err_msg=where(dtype=dtype))
+
+
 @settings(max_examples=60, deadline=None, database=None)
 @given(R=st.integers(1, 20), C=st.integers(1, 40), K=st.integers(1, 40), seed=SEED)
 def test_gemm(R, C, K, seed):
@@ -148,6 +159,26 @@ def test_gemm_rows_do_not_depend_on_their_place():
             gemm(row, A[r:r + 1].copy(), False, W, False)
             np.testing.assert_array_equal(row[0], out[r], err_msg=where(dtype=dtype, row=r))
 
+
+
+@pytest.mark.parametrize("R, K, C", [(100, 128, 256), (50, 256, 64), (64, 257, 160), (7, 100, 256)])
+def test_packed_panels_give_the_bits_of_the_gemm_in_place(R, K, C):
+    # large products copy W's columns (and, for A.T, A's block) into panels on the stack; a row
+    # computed alone reads both in place.  Packed or not, transposed or not, every element is
+    # the same sum in the same order: the same bits.  K = 257 is past the panel's length.
+    rng = np.random.default_rng(R + K + C)
+    for dtype in DTYPES:
+        A, W, out0 = (rng.normal(size=s).astype(dtype) for s in ((R, K), (K, C), (R, C)))
+        for accumulate in (False, True):
+            rows = out0.copy()
+            for r in range(R):
+                gemm(rows[r:r + 1], A[r:r + 1].copy(), False, W, accumulate)
+            msg = where(dtype=dtype, accumulate=accumulate)
+            naive.assert_close(rows, naive.matmul(A, W) + (out0 if accumulate else 0.0), dtype, msg=msg)
+            for trans_a, a in ((False, A), (True, np.ascontiguousarray(A.T))):
+                out = out0.copy()
+                gemm(out, a, trans_a, W, accumulate)
+                np.testing.assert_array_equal(out, rows, err_msg=where(dtype=dtype, trans_a=trans_a))
 
 @numba.njit
 def fused(out, A, W, act, vec, mat, slope):
