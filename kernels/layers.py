@@ -55,6 +55,28 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
 
 
 @jit
+def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
+    # dense_backward for a layer of one output, the binary output layer, in one pass over inp
+    # rather than two products of width 1: dweight (I, 1) += inp^T @ dz; dbias (1,) += sum of dz;
+    # dinp (B, I) overwritten with dz @ weight^T * act'(inp).  dz (B, 1); inp (B, I); weight (I, 1).
+    # Each element is the sum, in the same order, that the two products give.
+    B, I = inp.shape
+    w, dw = weight.reshape(I), dweight.reshape(I)
+    gated = act in (RELU, LEAKY_RELU)
+    slope = _slope(act)
+    for b in range(B):
+        d = dz[b, 0]
+        for j in range(I):
+            h = inp[b, j]
+            dw[j] += h * d
+            v = d * w[j]
+            dinp[b, j] = (v if h > 0 else slope * v) if gated else v
+    column_sums(dbias, dz)
+    if not gated:
+        activation_backward(dinp, inp, act)
+
+
+@jit
 def column_sums(total, x):
     # total (O,) += the column sums of x (B, O), eight rows per pass over total
     B, O = x.shape

@@ -23,6 +23,7 @@ from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
     dense_forward,
+    output_backward,
     output_proba,
     sigmoid_xent,
     softmax_xent,
@@ -121,10 +122,12 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     C = min(B, CHUNK)
     grad[:] = 0.0
     for l in range(1, L):
-        # the weights transposed for the input gradients (the first layer needs none)
-        weight, _ = _layer(params, sizes, l)
-        _, _, weightT = _buffers(work, sizes, l, C, C)
-        transpose(weightT, weight)
+        # the weights transposed for the input gradients (the first layer needs none, nor does
+        # an output layer of width 1: output_backward)
+        if sizes[l + 1] > 1:
+            weight, _ = _layer(params, sizes, l)
+            _, _, weightT = _buffers(work, sizes, l, C, C)
+            transpose(weightT, weight)
     for r0 in range(0, B, CHUNK):
         if cancel[0] != 0:
             return False
@@ -144,7 +147,10 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
                 dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
-                dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
+                if sizes[l + 1] == 1:
+                    output_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], act)
+                else:
+                    dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
     _update(params, first, second, steps, grad, sizes, hyper)
     return True
 
