@@ -186,7 +186,6 @@ def _define_tiles(module, fty, rows, trans):
     name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}"
     if name in module.globals:
         return module.globals[name]
-    packed = _define_packed(module, fty, rows, trans)
     fn, args, b = _tiles_function(module, name, fty)
     out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = args
     vl, itemsize = _lanes(fty)
@@ -195,16 +194,18 @@ def _define_tiles(module, fty, rows, trans):
         return ir.Constant(_I64, v)
 
     # packing pays where a panel is read by PACK_TILES tiles or more, and W is larger than
-    # PACK_BYTES (a smaller one stays in L1 as it is); a panel holds PANEL_K steps of the reduction
-    pays = b.icmp_signed("<=", K, const(PANEL_K))
-    if trans:
-        pays = b.and_(pays, b.icmp_signed(">=", cb, const(PACK_TILES * NV * vl)))
-    else:
-        pays = b.and_(pays, b.and_(b.icmp_signed(">=", b.sub(r1, r0), const(PACK_TILES * rows)),
-                                   b.icmp_signed(">=", b.mul(K, ldw), const(PACK_BYTES // itemsize))))
-    with b.if_then(pays):
-        b.call(packed, args)
-        b.ret_void()
+    # PACK_BYTES (a smaller one stays in L1 as it is); a panel holds PANEL_K steps of the
+    # reduction.  Full blocks only: the rows past them are too few to pay for it.
+    if rows > _SHAPES[PAIR][0]:
+        pays = b.icmp_signed("<=", K, const(PANEL_K))
+        if trans:
+            pays = b.and_(pays, b.icmp_signed(">=", cb, const(PACK_TILES * NV * vl)))
+        else:
+            pays = b.and_(pays, b.and_(b.icmp_signed(">=", b.sub(r1, r0), const(PACK_TILES * rows)),
+                                       b.icmp_signed(">=", b.mul(K, ldw), const(PACK_BYTES // itemsize))))
+        with b.if_then(pays):
+            b.call(_define_packed(module, fty, rows, trans), args)
+            b.ret_void()
     a_row, a_k = (const(1), lda) if trans else (lda, const(1))
     with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
         with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):

@@ -54,15 +54,15 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
         activation_backward(dinp, inp, act)
 
 
-@jit
+@jit(inline="always")
 def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
-    # dense_backward for a layer of one output, the binary output layer, in one pass over inp
-    # rather than two products of width 1: dweight (I, 1) += inp^T @ dz; dbias (1,) += sum of dz;
-    # dinp (B, I) overwritten with dz @ weight^T * act'(inp).  dz (B, 1); inp (B, I); weight (I, 1).
-    # Each element is the sum, in the same order, that the two products give.
+    # dense_backward for a layer of one output, the binary output layer, after a relu or leaky
+    # relu layer (act), in one pass over inp rather than two products of width 1:
+    # dweight (I, 1) += inp^T @ dz; dbias (1,) += sum of dz; dinp (B, I) overwritten with
+    # dz @ weight^T * act'(inp).  dz (B, 1); inp (B, I); weight (I, 1).  Each element is the sum,
+    # in the same order, that the two products give.
     B, I = inp.shape
     w, dw = weight.reshape(I), dweight.reshape(I)
-    gated = act in (RELU, LEAKY_RELU)
     slope = _slope(act)
     for b in range(B):
         d = dz[b, 0]
@@ -70,10 +70,8 @@ def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
             h = inp[b, j]
             dw[j] += h * d
             v = d * w[j]
-            dinp[b, j] = (v if h > 0 else slope * v) if gated else v
+            dinp[b, j] = v if h > 0 else slope * v
     column_sums(dbias, dz)
-    if not gated:
-        activation_backward(dinp, inp, act)
 
 
 @jit

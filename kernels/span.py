@@ -18,7 +18,8 @@ import math
 import numba
 import numpy as np
 
-from .config import ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, IDENTITY, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, jit
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, IDENTITY, L2, LEAKY_RELU, LR, MOMENTUM, OPTIMIZER,
+                     PENALTY, RELU, jit)
 from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
@@ -123,8 +124,8 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     grad[:] = 0.0
     for l in range(1, L):
         # the weights transposed for the input gradients (the first layer needs none, nor does
-        # an output layer of width 1: output_backward)
-        if sizes[l + 1] > 1:
+        # output_backward)
+        if sizes[l + 1] > 1 or act not in (RELU, LEAKY_RELU):
             weight, _ = _layer(params, sizes, l)
             _, _, weightT = _buffers(work, sizes, l, C, C)
             transpose(weightT, weight)
@@ -147,7 +148,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
                 dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
-                if sizes[l + 1] == 1:
+                if sizes[l + 1] == 1 and act in (RELU, LEAKY_RELU):
                     output_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], act)
                 else:
                     dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
