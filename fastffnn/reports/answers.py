@@ -90,9 +90,7 @@ def q1(gil: list, cold: list, s: ex.Settings) -> tuple:
               + ("the GIL, not threading, serialised the report's threads (paired over repeats, the nogil kernel's "
                  "speedup is the larger), and " if gil_costs else
                  "the nogil kernel's speedup is not significantly larger here, and ")
-              + f"processes ({text['processes', 'numba']}) and prange ({text['prange', 'numba']}) "
-              + (f"scale less well than nogil threads ({names(behind)}). " if behind
-                 else "scale like nogil threads. ")
+              + _scaling_clause({b: f"the {b} backend ({text[b, 'numba']})" for b in ("processes", "prange")}, behind)
               + f"The report saw threads beat processes because its processes were fresh interpreters for every "
               f"run: a run of its size takes {fresh:.2f} s with fresh worker processes, against {warm:.3f} s on a "
               f"warm pool and {threads:.3f} s on threads with the numpy kernel, so "
@@ -105,6 +103,17 @@ def q1(gil: list, cold: list, s: ex.Settings) -> tuple:
               f"configuration's throughput over serial's with the same kernel and N. The whole-run times use "
               f"`fastffnn.shutdown()` before each fresh-worker run, {s.cold_repeats} repeats.")
     return method, table, answer
+
+
+def _scaling_clause(parts: dict, behind: list) -> str:
+    # each backend in parts with its verdict against nogil threads: significantly behind, or not
+    less, rest = [parts[b] for b in parts if b in behind], [parts[b] for b in parts if b not in behind]
+    if not less:
+        return f"{names(rest)} scale like nogil threads. "
+    clause = f"{names(less)} {'scales' if len(less) == 1 else 'scale'} less well than nogil threads"
+    if rest:
+        clause += f", while {names(rest)} {'is' if len(rest) == 1 else 'are'} not significantly behind them"
+    return clause + ". "
 
 
 # --- 2. syncing -------------------------------------------------------------------------------

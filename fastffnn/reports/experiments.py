@@ -78,7 +78,7 @@ def _first_at_most(curve: np.ndarray, target: float) -> int | None:
 
 MEASURES = ("epochs_to_target", "final_loss", "median_epochs_to_target", "median_final_loss", "diverged",
             "test_accuracy", "ensemble_accuracy", "test_log_loss", "instance_accuracy", "instance_final_loss",
-            "instance_epochs_to_target", "curve")
+            "instance_epochs_to_target", "curve", "median_curve")
 
 
 def trained(**kw):
@@ -113,7 +113,7 @@ def measure(result, X_test, y_test, target: float) -> dict:
             "instance_accuracy": per_instance_acc.tolist(),
             "instance_final_loss": result.history.losses[:, -1].tolist(),
             "instance_epochs_to_target": [_first_at_most(c, target) for c in result.history.losses],
-            "curve": curve, "failed": False}
+            "curve": curve, "median_curve": np.median(losses, axis=0), "failed": False}
 
 
 # --- 1. the GIL -------------------------------------------------------------------------------
