@@ -377,11 +377,11 @@ def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
     from numba.core.registry import cpu_target
     from .kernels import gemm, reduce, span
     from .kernels.config import TolerantCache
-    trainer = {"numba": (span.train_span, 7), "numba-gil": (span.train_span_gil, 2)}.get(kernel)
+    trainer = {"numba": (span.train_span, 9), "numba-gil": (span.train_span_gil, 2)}.get(kernel)
     needed = [(span.train_spans_parallel, 12) if backend == "prange" else trainer,
               (span.predict_proba, 1), (reduce.combine_rows, 1)]
     # the caches to read: each kernel's, and the native gemm's that they all call (a C callback)
-    caches = [(gemm.gemm_native.__name__, TolerantCache(gemm.gemm_native), 1)] + [
+    caches = [(gemm.gemm_native.__name__, TolerantCache(gemm.gemm_native), 2)] + [
         (dispatcher.py_func.__name__, dispatcher._cache, seconds) for dispatcher, seconds in filter(None, needed)]
     want = numba.from_dtype(np.dtype(dtype))
     codegen = cpu_target.target_context.codegen()

@@ -8,7 +8,10 @@ loads of W, MR broadcasts of A, MR x NV multiply-adds -- and stored once.  That 
 GEMM micro-kernel; it needs nothing from the CPU beyond what LLVM legalises (AVX2 FMA where
 present, narrower vectors elsewhere).  The gemm tiles ``out`` with it -- full blocks, then pairs
 and single rows for the rows past the last block, each in a loop of LLVM IR too (``_define_tiles``)
--- and finishes the columns past the last full vector pair in plain Numba.  The block may end in
+-- and finishes the columns past the last full vector pair in plain Numba.  A large product first
+copies what its tiles share into contiguous panels on the stack, as GotoBLAS packs
+(``_define_packed``), so that rows of an operand a power of two apart do not evict one another
+from L1.  The block may end in
 an epilogue (``gemm_fused``): bias and relu after the forward product, the relu derivative after
 the input gradient, so no pass over memory is spent on either.
 
