@@ -354,13 +354,15 @@ def format_summary(s: dict) -> str:
              f"{c['instances']} instances of {'-'.join(map(str, s['sizes']))} {c['activation']}, {c['epochs']} "
              f"epochs, backend={c['backend']} ({c['workers']} worker{'s' * (c['workers'] != 1)}), sync={sync}, "
              f"{c['dtype']}", ""]
-    rows = [[i["instance"], f"{i['lr']:g}", f"{i['l2']:g}", f"{i['momentum']:g}", i["batch_size"] or "full",
-             f"{i['penalty']:g}", f"{i['final_loss']:.4f}", f"{i['train_accuracy']:.4f}", f"{i['test_accuracy']:.4f}",
-             f"{i['compute_s']:.3f}", f"{i['barrier_wait_s']:.3f}"] for i in s["instances"]]
+    # Adam has no momentum: its betas stand in that column
+    rows = [[i["instance"], i["optimizer"], f"{i['lr']:g}", f"{i['l2']:g}",
+             f"{i['momentum']:g}" if i["optimizer"] == "sgd" else f"{i['beta1']:g}/{i['beta2']:g}",
+             i["batch_size"] or "full", f"{i['penalty']:g}", f"{i['final_loss']:.4f}", f"{i['train_accuracy']:.4f}",
+             f"{i['test_accuracy']:.4f}", f"{i['compute_s']:.3f}", f"{i['barrier_wait_s']:.3f}"] for i in s["instances"]]
     ensemble = s["ensemble"]
-    rows.append(["ensemble", *[""] * 6, f"{ensemble['train_accuracy']:.4f}", f"{ensemble['test_accuracy']:.4f}", "", ""])
-    lines.append(_format(["instance", "lr", "l2", "momentum", "batch", "penalty", "final loss", "train acc",
-                          "test acc", "compute s", "wait s"], rows, "rrrrrrrrrrr"))
+    rows.append(["ensemble", *[""] * 7, f"{ensemble['train_accuracy']:.4f}", f"{ensemble['test_accuracy']:.4f}", "", ""])
+    lines.append(_format(["instance", "optimizer", "lr", "l2", "momentum/betas", "batch", "penalty", "final loss",
+                          "train acc", "test acc", "compute s", "wait s"], rows, "rlrrrrrrrrrr"))
     lines.append(f"\nwall {t['wall_s']:.3f} s ({t['instance_epochs_per_s']:,.0f} instance-epochs/s); summed over "
                  f"instances: compute {t['compute_s']:.3f} s, barrier wait {t['barrier_wait_s']:.3f} s")
     lines += figure_lines(s["figures"], s["skipped_figures"])

@@ -88,12 +88,13 @@ def test_train_prints_the_summary_table(main_run):
     assert f"{INSTANCES} instances of 30-32-32-1 relu, {EPOCHS} epochs, backend=threads" in out
     assert "sync=none" in out          # the main job's defaults are train's, from REPORT.md
     header = next(line for line in out.splitlines() if line.startswith("instance"))
-    for column in ("lr", "l2", "momentum", "batch", "penalty", "final loss", "train acc", "test acc",
-                   "compute s", "wait s"):
+    for column in ("optimizer", "lr", "l2", "momentum/betas", "batch", "penalty", "final loss", "train acc",
+                   "test acc", "compute s", "wait s"):
         assert column in header
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in ([str(k)] for k in range(INSTANCES))]
-    assert len(rows) == INSTANCES and all(len(row) == 11 for row in rows)
-    assert all(0.8 < float(row[8]) <= 1.0 for row in rows)         # test accuracy
+    assert len(rows) == INSTANCES and all(len(row) == 12 for row in rows)
+    assert all(row[1] == "sgd" for row in rows)
+    assert all(0.8 < float(row[9]) <= 1.0 for row in rows)         # test accuracy
     assert "ensemble" in out and "barrier wait" in out and "compute" in out and "wall" in out
     assert "checkpoint: run.npz" in out
 
@@ -179,6 +180,9 @@ def test_the_optimizer_flags_reach_each_instance(tmp_path, monkeypatch):
                      "--epochs", "20", "--no-plots", "--quiet", "--json", "s.json"]) == 0
     instances = json.loads(Path("s.json").read_text())["instances"]
     assert [(i["optimizer"], i["lr"], i["beta2"]) for i in instances] == [("sgd", 0.05, 0.99), ("adam", 0.01, 0.99)]
+    table = cli.format_summary(json.loads(Path("s.json").read_text()))
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert [row[1:5] for row in rows] == [["sgd", "0.05", "0.001", "0.9"], ["adam", "0.01", "0.001", "0.9/0.99"]]
 
 
 # --- errors: one line on stderr, exit status 2 ------------------------------------------------

@@ -135,7 +135,8 @@ def plot(result, instance: int = 0, epochs=None, max_edges: int = 64) -> Figure:
     total = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
     shown = ", ".join(f"all {m}" if m <= max_edges else f"strongest {max_edges} of {m}" for m in total)
     hp = result.ensemble[k].hyperparams
-    fig.suptitle(f"Instance {k} (lr={hp.lr:g}, l2={hp.l2:g}, momentum={hp.momentum:g}): weights at each "
+    optimizer = f"momentum={hp.momentum:g}" if hp.optimizer == "sgd" else f"adam, betas={hp.beta1:g}/{hp.beta2:g}"
+    fig.suptitle(f"Instance {k} (lr={hp.lr:g}, l2={hp.l2:g}, {optimizer}): weights at each "
                  f"snapshot epoch\nedges drawn per layer: {shown}; colour and width: weight, node colour: "
                  f"bias\n{run_label(result)}")
     return fig
