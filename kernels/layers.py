@@ -60,10 +60,11 @@ def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
     # relu layer (act), in one pass over inp rather than two products of width 1:
     # dweight (I, 1) += inp^T @ dz; dbias (1,) += sum of dz; dinp (B, I) overwritten with
     # dz @ weight^T * act'(inp).  dz (B, 1); inp (B, I); weight (I, 1).  Each element is the sum,
-    # in the same order, that the two products give.
+    # in the same order, that the two products give; only leaky relu's slope * dz * w may round
+    # once differently (fastmath hoists slope * dz out of the loop).
     B, I = inp.shape
     w, dw = weight.reshape(I), dweight.reshape(I)
-    slope = _slope(act)
+    slope = inp.dtype.type(_slope(act))         # in the dtype, as gemm's GATE epilogue takes it
     for b in range(B):
         d = dz[b, 0]
         for j in range(I):

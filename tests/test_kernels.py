@@ -107,6 +107,27 @@ def kernel_activation_backward(d, a, act):
 # ============================================================================================
 # Layer kernels against naive references
 # ============================================================================================
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("B, I", [(37, 21), (128, 32), (1, 1)])
+def test_output_backward_is_dense_backward_of_one_output(act, B, I):
+    # the binary output layer's one pass against the two products of width 1 it replaces: the
+    # same bits after relu; after leaky relu, the slope may be applied one rounding apart
+    rng = np.random.default_rng(B * I)
+    code = naive.ACTIVATION_CODES[act]
+    for dtype in DTYPES:
+        inp, dz, w, dw0 = (rng.normal(size=s).astype(dtype) for s in ((B, I), (B, 1), (I, 1), (I, 1)))
+        want = [np.zeros((B, I), dtype), dw0.copy(), np.ones(1, dtype)]
+        got = [x.copy() for x in want]
+        layers.dense_backward(*want, dz, inp, np.ascontiguousarray(w.T), code)
+        layers.output_backward(*got, dz, inp, w, code)
+        for name, a, b in zip(("dinp", "dweight", "dbias"), got, want):
+            msg = where(dtype=dtype, array=name)
+            if act == "relu" or name != "dinp":
+                np.testing.assert_array_equal(a, b, err_msg=msg)
+            else:
+                np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0, err_msg=msg)
+
+
 @SETTINGS
 @given(R=st.integers(1, 40), C=WIDTH, seed=SEED)
 def test_transpose(R, C, seed):
