@@ -11,7 +11,7 @@ per-instance scratch allocated once by the driver (``workspace_size``): for each
 activations and deltas (C, O) for a chunk of C = min(B, CHUNK) rows, and its weight transposed
 (O, I); then a gathered batch of
 X (B, F) and of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch
-loop.
+loop but the packing buffer of a large float32 weight gradient (``gemm._define_packed``).
 """
 import math
 
