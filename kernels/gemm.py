@@ -243,7 +243,7 @@ def _define_packed(module, fty, rows, trans):
     if name in module.globals:
         return module.globals[name]
     fn, args, b = _tiles_function(module, name, fty)
-    out, ldo, a, lda, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, r0, r1, cb = args
+    a, lda, w, ldw, K, r0, r1, cb = args[2], args[3], args[4], args[5], args[6], args[13], args[14], args[15]
     vl, itemsize = _lanes(fty)
     vty = ir.VectorType(fty, vl)
 
@@ -260,10 +260,13 @@ def _define_packed(module, fty, rows, trans):
             for i in range(rows):
                 copy(b.gep(column, [const(i)]), b.gep(at, [const(i)]))
 
+    # the panels on the stack, allocated on entry: W's columns (A @ W, and A.T @ W in float32) or
+    # A.T's block (A.T @ W in float64)
+    panel = b.alloca(fty, size=const(PANEL_K * (rows if trans and itemsize == 8 else NV * vl)))
+
     def sweep_columns(a_block, a_row, a_k):
         # each pair of vectors of columns of W into a K x NV vectors panel, read by the tiles of
         # every row block r, which read A's block at a_block(r)
-        panel = b.alloca(fty, size=const(PANEL_K * NV * vl))
         with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):
             with cgutils.for_range_slice(b, const(0), K, const(1), _I64) as (k, _):
                 row, to = b.gep(w, [b.add(b.mul(k, ldw), c)]), b.gep(panel, [b.mul(k, const(NV * vl))])
@@ -275,7 +278,6 @@ def _define_packed(module, fty, rows, trans):
     if not trans:
         sweep_columns(lambda r: b.gep(a, [b.mul(r, lda)]), lda, const(1))
     elif itemsize == 8:
-        panel = b.alloca(fty, size=const(PANEL_K * rows))
         with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
             pack_block(r, panel)
             with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):

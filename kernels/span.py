@@ -107,6 +107,12 @@ def _forward(work, X, params, sizes, act, C):
         inp = out
 
 
+@jit(inline="always")
+def _one_pass_output(sizes, l, act):
+    # whether layer l's backward is output_backward: an output of width 1 after relu or leaky relu
+    return sizes[l + 1] == 1 and act in (RELU, LEAKY_RELU)
+
+
 @jit
 def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel):
     # one optimizer step on the batch X (B, F), T (B, K); params, the moments first and second (P,),
@@ -125,7 +131,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     for l in range(1, L):
         # the weights transposed for the input gradients (the first layer needs none, nor does
         # output_backward)
-        if sizes[l + 1] > 1 or act not in (RELU, LEAKY_RELU):
+        if not _one_pass_output(sizes, l, act):
             weight, _ = _layer(params, sizes, l)
             _, _, weightT = _buffers(work, sizes, l, C, C)
             transpose(weightT, weight)
@@ -148,7 +154,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
                 dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
-                if sizes[l + 1] == 1 and act in (RELU, LEAKY_RELU):
+                if _one_pass_output(sizes, l, act):
                     output_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], act)
                 else:
                     dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
