@@ -4,7 +4,8 @@
 vectorise, but deliberately leaves out ``nnan`` and ``ninf``: the drivers check
 losses and weights for NaN/Inf after each span, and those flags would let LLVM
 fold such checks away.  ``afn`` (approximate exp/log) is left out too, so the
-stable log-sigmoid / log-sum-exp forms stay exact.
+stable log-sigmoid / log-sum-exp forms stay exact.  ``CONTRACT`` (fused multiply-add alone) is
+for code whose rounding is part of its algorithm, as ``elementary``'s range reductions.
 """
 import os
 import warnings
@@ -18,6 +19,7 @@ from numba.core.ccallback import CFunc
 NOGIL = True
 CACHE = True
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+CONTRACT = {"contract"}
 
 
 def _package_stamp():
@@ -66,7 +68,8 @@ class KernelCache(TolerantCache):
         return super().load_overload(sig, target_context)
 
 
-def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", error_model="python"):
+def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", error_model="python",
+        fastmath=FASTMATH):
     """``numba.njit`` with the project's options; the one decorator kernels use.
 
     ``error_model="numpy"`` is for a loop that divides by what cannot be zero (Adam's
@@ -81,7 +84,7 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", 
     nothing.  Inlining more does not make a cold start faster but slower: an inlined function is
     typed and lowered again at each of its call sites."""
     def decorate(f):
-        dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=FASTMATH, parallel=parallel,
+        dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=fastmath, parallel=parallel,
                                 inline=inline, error_model=error_model)(f)
         if cache:
             dispatcher._cache = KernelCache(f)

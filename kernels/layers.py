@@ -11,7 +11,10 @@ matrix is transposed (``transpose``, once per step) for the input gradient.
 """
 import math
 
-from .config import IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
+import numpy as np
+
+from .config import CONTRACT, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
+from .elementary import exp_nonpositive, log1p_unit
 from .gemm import ACT, GATE, gemm, gemm_fused
 
 
@@ -172,19 +175,19 @@ def activation_backward(d, a, act):
                 d[b, j] *= a[b, j] * (one - a[b, j])
 
 
-@jit
+@jit(fastmath=CONTRACT, error_model="numpy")    # elementary's reductions; a division that vectorises
 def sigmoid_xent(loss_terms, dz, z, target, penalty, scale):
     # loss_terms (B,) overwritten: binary cross-entropy of sigmoid(penalty * z) per sample;
     # dz (B, 1) overwritten: scale * d loss / d z = scale * penalty * (sigmoid(penalty z) - t)
     # z (B, 1) logits; target (B, 1) in {0, 1}
     # log-sigmoid form: -t log s(u) - (1-t) log(1-s(u)) = softplus(u) - t u, u = penalty * z; one
-    # exp of a non-positive number, exp(-|u|), serves the softplus and the sigmoid
+    # exp of a non-positive number, exp(-|u|), serves the softplus and the sigmoid.  In float64
+    # for either dtype, with elementary's exp and log1p, so the loop vectorises
     for b in range(z.shape[0]):
-        u = penalty * z[b, 0]
-        e = math.exp(-abs(u))
-        loss_terms[b] = max(u, 0.0) + math.log1p(e) - target[b, 0] * u
-        s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
-        dz[b, 0] = scale * penalty * (s - target[b, 0])
+        u = np.float64(penalty * z[b, 0])
+        e = exp_nonpositive(-abs(u))
+        loss_terms[b] = max(u, 0.0) + log1p_unit(e) - target[b, 0] * u
+        dz[b, 0] = scale * penalty * ((1.0 if u >= 0.0 else e) / (1.0 + e) - target[b, 0])
 
 
 @jit

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.hyperparams import OPTIMIZERS
-from fastffnn.kernels import config, layers, numpy_span, span
+from fastffnn.kernels import config, elementary, layers, numpy_span, span
 from fastffnn.kernels.gemm import ACT, GATE, gemm, gemm_fused
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
@@ -445,6 +445,40 @@ def test_naive_sigmoid_xent_is_the_report_loss_for_moderate_logits():
             target = np.full_like(z, t)
             naive.assert_close(naive.sigmoid_xent_forward(z, target, penalty),
                                naive.sigmoid_xent_report(z, target, penalty), np.float64)
+
+
+def _ulps(actual, x, exact):
+    # |actual - f(x)| in ulps of f(x), f(x) computed in extended precision (64-bit mantissa)
+    want = exact(np.asarray(x, dtype=np.longdouble))
+    return np.abs(np.asarray(actual, dtype=np.longdouble) - want) / np.spacing(want.astype(np.float64))
+
+
+def test_elementary_exp_is_within_one_ulp_and_flushes_below_the_normal_range():
+    rng = np.random.default_rng(0)
+    x = -np.concatenate([rng.exponential(5.0, 20_000), rng.uniform(0.0, -elementary.EXP_MIN, 20_000),
+                         [0.0, 5e-324, 1e-300, 0.5 * np.log(2.0), 1.0, 708.0, -elementary.EXP_MIN]])
+    got = np.array([elementary.exp_nonpositive(v) for v in x])
+    assert _ulps(got, x, np.exp).max() <= 1.0
+    below = [np.nextafter(elementary.EXP_MIN, -np.inf), -745.0, -1e4, -np.inf]
+    assert [elementary.exp_nonpositive(v) for v in below] == [0.0] * 4
+    assert elementary.exp_nonpositive(-0.0) == 1.0 and np.isnan(elementary.exp_nonpositive(np.nan))
+
+
+def test_elementary_log1p_is_within_one_ulp_on_the_unit_interval():
+    rng = np.random.default_rng(1)
+    e = np.concatenate([rng.uniform(0.0, 1.0, 20_000), np.exp(-rng.exponential(20.0, 20_000)),
+                        [0.0, 5e-324, 1e-300, np.nextafter(0.5, 0.0), 0.5, np.nextafter(1.0, 0.0), 1.0]])
+    got = np.array([elementary.log1p_unit(v) for v in e])
+    assert _ulps(got[e > 0], e[e > 0], np.log1p).max() <= 1.0
+    assert got[e == 0].tolist() == [0.0] and np.isnan(elementary.log1p_unit(np.nan))
+
+
+def test_sigmoid_xent_of_a_nan_logit_is_nan():
+    # the drivers stop a diverged instance on its NaN loss; its gradient must not look finite either
+    z, t = np.array([[np.nan], [1.0]]), np.array([[1.0], [0.0]])
+    for dtype in DTYPES:
+        terms, dz = kernel_xent(z.astype(dtype), t, 1.0)
+        assert np.isnan(terms[0]) and np.isnan(dz[0, 0]) and np.isfinite([terms[1], dz[1, 0]]).all()
 
 
 # ============================================================================================
