@@ -25,6 +25,7 @@ from .layers import (
     dense_backward,
     dense_forward,
     output_backward,
+    output_forward,
     output_proba,
     sigmoid_xent,
     softmax_xent,
@@ -103,7 +104,10 @@ def _forward(work, X, params, sizes, act, C):
     for l in range(L):
         weight, bias = _layer(params, sizes, l)
         out, _, _ = _buffers(work, sizes, l, C, X.shape[0])
-        dense_forward(out, inp, weight, bias, act if l < L - 1 else IDENTITY)
+        if l == L - 1 and sizes[L] == 1:
+            output_forward(out, inp, weight, bias)
+        else:
+            dense_forward(out, inp, weight, bias, act if l < L - 1 else IDENTITY)
         inp = out
 
 

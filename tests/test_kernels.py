@@ -128,6 +128,22 @@ def test_output_backward_is_dense_backward_of_one_output(act, B, I):
                 np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0, err_msg=msg)
 
 
+@pytest.mark.parametrize("B, I", [(37, 21), (128, 32), (3, 5), (1, 1)])
+def test_output_forward_is_dense_forward_of_one_output_wherever_a_row_falls(B, I):
+    # the binary logits, four rows a pass, against the gemm's product of width 1 (one rounding of
+    # the reduction order apart); each row alone gives the bits it gives in the batch
+    rng = np.random.default_rng(B + I)
+    for dtype in DTYPES:
+        inp, w, bias = rng.normal(size=(B, I)).astype(dtype), rng.normal(size=(I, 1)).astype(dtype), np.ones(1, dtype)
+        z = np.full((B, 1), np.nan, dtype)
+        layers.output_forward(z, inp, w, bias)
+        naive.assert_close(z, kernel_dense_forward(inp, w, bias), dtype, msg=where(dtype=dtype))
+        for r in range(B):
+            one = np.full((1, 1), np.nan, dtype)
+            layers.output_forward(one, inp[r:r + 1].copy(), w, bias)
+            np.testing.assert_array_equal(one[0], z[r], err_msg=where(dtype=dtype, row=r))
+
+
 @SETTINGS
 @given(R=st.integers(1, 40), C=WIDTH, seed=SEED)
 def test_transpose(R, C, seed):
