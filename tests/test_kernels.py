@@ -130,8 +130,8 @@ def test_output_backward_is_dense_backward_of_one_output(act, B, I):
 
 @pytest.mark.parametrize("B, I", [(37, 21), (128, 32), (3, 5), (1, 1)])
 def test_output_forward_is_dense_forward_of_one_output_wherever_a_row_falls(B, I):
-    # the binary logits, four rows a pass, against the gemm's product of width 1 (one rounding of
-    # the reduction order apart); each row alone gives the bits it gives in the batch
+    # the binary logits in one pass against the gemm's product of width 1 (the reduction order
+    # may differ by a rounding); each row alone gives the bits it gives in the batch
     rng = np.random.default_rng(B + I)
     for dtype in DTYPES:
         inp, w, bias = rng.normal(size=(B, I)).astype(dtype), rng.normal(size=(I, 1)).astype(dtype), np.ones(1, dtype)
