@@ -475,6 +475,43 @@ def gemm_fused(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, sl
     return types.void(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope), codegen
 
 
+@intrinsic
+def transpose_block(typingctx, outT, x, r0, c0):
+    """outT[c0:c0+V, r0:r0+V] = x[r0:r0+V, c0:c0+V].T for C-contiguous outT (C, R) and x (R, C),
+    V the lanes of a vector of their dtype (4 float64, 8 float32), the block inside both: V
+    vector loads, log2 V rounds of V shuffles, each swapping the off-diagonal halves of blocks of
+    1, 2, 4... lanes, and V vector stores, inline in the caller (``layers.transpose``)."""
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 2 for a in (outT, x)) or \
+            outT.dtype != x.dtype or x.dtype not in (types.float64, types.float32):
+        raise TypingError(f"transpose_block: C-contiguous 2D float64 or float32 arrays of one dtype, got {outT}, {x}")
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(sig.args[1].dtype)
+        vl, _ = _lanes(fty)
+        vty, mty = ir.VectorType(fty, vl), ir.VectorType(ir.IntType(32), vl)
+        out, inp = (cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i]) for i in (0, 1))
+        R, C = cgutils.unpack_tuple(builder, inp.shape)
+        r0, c0 = args[2], args[3]
+
+        def at(base, row, ld, col):
+            return builder.bitcast(builder.gep(base, [builder.add(builder.mul(row, ld), col)]), vty.as_pointer())
+
+        v = [builder.load(at(inp.data, builder.add(r0, ir.Constant(_I64, i)), C, c0), align=1) for i in range(vl)]
+        h = 1
+        while h < vl:
+            for i in (i for i in range(vl) if not i & h):
+                low = [j if not j & h else vl + j - h for j in range(vl)]
+                high = [j + h if not j & h else vl + j for j in range(vl)]
+                v[i], v[i + h] = (builder.shuffle_vector(v[i], v[i + h], ir.Constant(mty, low)),
+                                  builder.shuffle_vector(v[i], v[i + h], ir.Constant(mty, high)))
+            h *= 2
+        for i in range(vl):
+            builder.store(v[i], at(out.data, builder.add(c0, ir.Constant(_I64, i)), R, r0), align=1)
+        return context.get_dummy_value()
+
+    return types.void(outT, x, types.int64, types.int64), codegen
+
+
 @jit(inline="always")
 def gemm(out, A, trans_a, W, accumulate):
     # gemm_fused without an epilogue

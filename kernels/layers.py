@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import CONTRACT, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
 from .elementary import exp_nonpositive, log1p_unit
-from .gemm import ACT, GATE, gemm, gemm_fused
+from .gemm import ACT, GATE, VECTOR_BYTES, gemm, gemm_fused, transpose_block
 
 
 @jit(inline="always")
@@ -114,25 +114,25 @@ def _slope(act):
     return 0.0 if act == RELU else (LEAKY_SLOPE if act == LEAKY_RELU else 1.0)
 
 
-TRANSPOSE_BLOCK = 16     # a block's rows of x and of outT stay in L1 while it is transposed
-TRANSPOSE_SMALL = 4096   # elements of an x that fits in L1 whole: transposed element by element
+LINE_BYTES = 64          # a cache line
 
 
 @jit
 def transpose(outT, x):
-    # outT (C, R) overwritten with x (R, C) transposed.  A large x in square blocks: element by
-    # element, it would write outT a column at a time, each write a cache line of its own
+    # outT (C, R) overwritten with x (R, C) transposed: in blocks of V x V (V lanes of a vector,
+    # gemm.transpose_block), a cache line's columns of x at a time, so that each row of outT is
+    # written a whole line at once, not one element (one line of its own) per write; then element
+    # by element what the blocks leave, the rows below them and the columns to their right
     R, C = x.shape
-    if R * C <= TRANSPOSE_SMALL:
-        for r in range(R):
-            for c in range(C):
-                outT[c, r] = x[r, c]
-        return
-    for r0 in range(0, R, TRANSPOSE_BLOCK):
-        for c0 in range(0, C, TRANSPOSE_BLOCK):
-            for c in range(c0, min(C, c0 + TRANSPOSE_BLOCK)):
-                for r in range(r0, min(R, r0 + TRANSPOSE_BLOCK)):
-                    outT[c, r] = x[r, c]
+    V, line = VECTOR_BYTES // x.itemsize, LINE_BYTES // x.itemsize
+    rb, cb = R - R % V, C - C % line
+    for c0 in range(0, cb, line):
+        for r0 in range(0, rb, V):
+            for c in range(c0, c0 + line, V):
+                transpose_block(outT, x, r0, c)
+    for r in range(R):
+        for c in range(cb if r < rb else 0, C):
+            outT[c, r] = x[r, c]
 
 
 @jit
