@@ -283,8 +283,9 @@ def cmd_train(args) -> int:
     epochs = given.get("epochs", saved.state.target_epochs if saved is not None else _default("epochs"))
     snapshots = list(args.snapshot_epochs or sorted({0, epochs // 2, epochs}))
     progress = not args.quiet and sys.stderr.isatty()
-    dtype, kernel, backend = (given.get(k, config.get(k, _default(k))) for k in ("dtype", "kernel", "backend"))
-    notice = None if args.quiet else compile_notice(dtype, kernel, backend)
+    dtype, kernel, backend, activation = (given.get(k, config.get(k, _default(k)))
+                                          for k in ("dtype", "kernel", "backend", "activation"))
+    notice = None if args.quiet else compile_notice(dtype, kernel, backend, activation)
     # said once train has validated everything (a bad argument fails within the delay, silently)
     # and is compiling; through tqdm, which redraws the bar below the line
     shown = threading.Event()
@@ -371,11 +372,13 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
+def cold_kernels(dtype: str, kernel: str, backend: str, activation: str = "relu") -> list | None:
     """(name, seconds) of each Numba kernel a run will compile rather than load from Numba's
     on-disk cache, or None when the cache cannot be read this way (a Numba whose cache internals
-    differ).  The seconds are what a cold compile took on one core of the README's machine."""
+    differ).  The seconds are what a cold compile took on one core of the README's machine.  The
+    kernels that take an activation are compiled for each one apart (its code, a literal)."""
     import numba
+    from numba import types
     from numba.core.registry import cpu_target
     from .kernels import gemm, reduce, span
     from .kernels.config import TolerantCache
@@ -385,15 +388,20 @@ def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
     # the caches to read: each kernel's, and the native gemm's that they all call (a C callback)
     caches = [(gemm.gemm_native.__name__, TolerantCache(gemm.gemm_native), 2)] + [
         (dispatcher.py_func.__name__, dispatcher._cache, seconds) for dispatcher, seconds in filter(None, needed)]
-    want = numba.from_dtype(np.dtype(dtype))
+    want, act = numba.from_dtype(np.dtype(dtype)), ACTIVATIONS[activation]
     codegen = cpu_target.target_context.codegen()
+
+    def serves(args) -> bool:
+        # this dtype, and this activation wherever the kernel takes one
+        return args[0].dtype == want and all(a.literal_value == act for a in args if isinstance(a, types.IntegerLiteral))
+
     try:
         cold = []
         for name, cache, seconds in caches:
             index = cache._cache_file._load_index() if hasattr(cache, "_cache_file") else {}   # none: not cached
-            # an entry for this dtype, compiled from this source for this CPU (a kernel's key holds
+            # an entry for the run, compiled from this source for this CPU (a kernel's key holds
             # its argument types, the C callback's its signature)
-            if not any(key == cache._index_key(key[0], codegen) and getattr(key[0], "args", key[0])[0].dtype == want
+            if not any(key == cache._index_key(key[0], codegen) and serves(getattr(key[0], "args", key[0]))
                        for key in index):
                 cold.append((name, seconds))
         return cold
@@ -401,9 +409,9 @@ def cold_kernels(dtype: str, kernel: str, backend: str) -> list | None:
         return None
 
 
-def compile_notice(dtype: str, kernel: str, backend: str) -> str | None:
+def compile_notice(dtype: str, kernel: str, backend: str, activation: str = "relu") -> str | None:
     """What to say before a run whose kernels must compile first (None: nothing to compile)."""
-    cold = cold_kernels(dtype, kernel, backend)
+    cold = cold_kernels(dtype, kernel, backend, activation)
     if not cold:
         return None
     note = "Numba caches them for later runs" if kernel != "numba-gil" else "the numba-gil kernel is never cached"

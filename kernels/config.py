@@ -12,6 +12,7 @@ import warnings
 
 import numba
 from numba import types
+from numba._dispatcher import compute_fingerprint
 from numba.core import sigutils
 from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc
@@ -90,6 +91,29 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", 
             dispatcher._cache = KernelCache(f)
         return dispatcher
     return decorate if func is None else decorate(func)
+
+
+class Specialised:
+    """A kernel compiled apart for each value of one integer argument (``numba.literally`` in its
+    body: the activation, so that a run compiles its own activation's branches alone), as Python
+    calls it.  Called directly, such a dispatcher types the kernel again on every call before it
+    finds the literal it wants, a third of a second here; this looks up the machine code by the
+    argument's value and the other arguments' type fingerprints (Numba's own, in C) and calls it.
+    Anything else -- the cache, ``py_func``, the signatures -- is the dispatcher's."""
+
+    def __init__(self, dispatcher, position: int):
+        self.dispatcher, self.position, self._entries = dispatcher, position, {}
+
+    def __call__(self, *args):
+        key = (int(args[self.position]), *map(compute_fingerprint, args))
+        entry = self._entries.get(key)
+        if entry is None:
+            sig = tuple(types.literal(int(a)) if i == self.position else numba.typeof(a) for i, a in enumerate(args))
+            entry = self._entries[key] = self.dispatcher.compile(sig)
+        return entry(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.dispatcher, name)
 
 
 def cfunc(func, sig):

@@ -12,6 +12,9 @@ matrix is transposed (``transpose``, once per step) for the input gradient.
 import math
 
 import numpy as np
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
 from .config import CONTRACT, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
 from .elementary import exp_nonpositive, log1p_unit
@@ -27,16 +30,64 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
+FUSED_FORWARD = (RELU, LEAKY_RELU, IDENTITY)    # activations applied in the forward product's epilogue
+FUSED_BACKWARD = (RELU, LEAKY_RELU)             # derivatives applied in the input gradient's epilogue
+_SLOPES = {RELU: 0.0, LEAKY_RELU: LEAKY_SLOPE, IDENTITY: 1.0}    # their negative-side slopes (_slope)
+
+
+def _fused(act, codes) -> bool:
+    """Whether the activation ``act`` -- the Numba type of a layer kernel's argument, a literal:
+    the span kernels take theirs with ``numba.literally`` -- is one of ``codes``.  The layer
+    kernels' overloads choose their implementation by it while they are typed, so a run compiles
+    its activation's branch only: the others, and the functions they call, are never compiled."""
+    if not isinstance(act, types.IntegerLiteral):
+        raise TypingError(f"the activation of a layer kernel must be a compile-time constant (a literal), got {act}; "
+                          f"call it from a kernel that takes act with numba.literally(act)")
+    return act.literal_value in codes
+
+
+def _product_forward(out, inp, weight, bias, act):
+    """dense_forward's product and activation (overloaded below)."""
+
+
+@overload(_product_forward, prefer_literal=True, inline="always")
+def _product_forward_overload(out, inp, weight, bias, act):
+    if _fused(act, FUSED_FORWARD):
+        slope = _SLOPES[act.literal_value]
+
+        def impl(out, inp, weight, bias, act):
+            # bias and activation in the product's epilogue, while the block is in registers
+            gemm_fused(out, inp, False, weight, False, ACT, bias, out, slope)
+    else:
+        def impl(out, inp, weight, bias, act):
+            gemm(out, inp, False, weight, False)
+            activation_forward(out, bias, act)
+    return impl
+
+
+def _product_input_gradient(dinp, dout, weightT, dbias, inp, act):
+    """dense_backward's input gradient and activation derivative (overloaded below)."""
+
+
+@overload(_product_input_gradient, prefer_literal=True, inline="always")
+def _product_input_gradient_overload(dinp, dout, weightT, dbias, inp, act):
+    if _fused(act, FUSED_BACKWARD):
+        slope = _SLOPES[act.literal_value]
+
+        def impl(dinp, dout, weightT, dbias, inp, act):
+            gemm_fused(dinp, dout, False, weightT, False, GATE, dbias, inp, slope)
+    else:
+        def impl(dinp, dout, weightT, dbias, inp, act):
+            gemm(dinp, dout, False, weightT, False)
+            activation_backward(dinp, inp, act)
+    return impl
+
+
 @jit(inline="always")
 def dense_forward(out, inp, weight, bias, act):
-    # out (B, O) overwritten with act(inp @ weight + bias); act = IDENTITY for logits
-    # inp (B, I); weight (I, O)
-    if act in (RELU, LEAKY_RELU, IDENTITY):
-        # bias and activation in the product's epilogue, while the block is in registers
-        gemm_fused(out, inp, False, weight, False, ACT, bias, out, _slope(act))
-    else:
-        gemm(out, inp, False, weight, False)
-        activation_forward(out, bias, act)
+    # out (B, O) overwritten with act(inp @ weight + bias); act = IDENTITY for logits, a literal
+    # (_fused); inp (B, I); weight (I, O)
+    _product_forward(out, inp, weight, bias, act)
 
 
 @jit(inline="always")
@@ -61,16 +112,12 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     # dinp (B, I) overwritten with (dout @ weight^T) * act'(inp), the gradient w.r.t. the previous
     #   layer's pre-activation; pass dinp of shape (0, I) to skip it (the first layer)
     # dout (B, O): gradient w.r.t. this layer's pre-activation; inp (B, I): this layer's input;
-    # weightT (O, I): the weight transposed; act: the previous layer's activation
+    # weightT (O, I): the weight transposed; act: the previous layer's activation, a literal (_fused)
     gemm(dweight, inp, True, dout, True)
     column_sums(dbias, dout)
     if dinp.shape[0] == 0:
         return
-    if act in (RELU, LEAKY_RELU):
-        gemm_fused(dinp, dout, False, weightT, False, GATE, dbias, inp, _slope(act))
-    else:
-        gemm(dinp, dout, False, weightT, False)
-        activation_backward(dinp, inp, act)
+    _product_input_gradient(dinp, dout, weightT, dbias, inp, act)
 
 
 @jit(inline="always")

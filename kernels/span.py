@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, IDENTITY, L2, LEAKY_RELU, LR, MOMENTUM, OPTIMIZER,
-                     PENALTY, RELU, jit)
+                     PENALTY, RELU, Specialised, jit)
 from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
@@ -104,10 +104,12 @@ def _forward(work, X, params, sizes, act, C):
     for l in range(L):
         weight, bias = _layer(params, sizes, l)
         out, _, _ = _buffers(work, sizes, l, C, X.shape[0])
-        if l == L - 1 and sizes[L] == 1:
+        if l < L - 1:
+            dense_forward(out, inp, weight, bias, act)
+        elif sizes[L] == 1:
             output_forward(out, inp, weight, bias)
         else:
-            dense_forward(out, inp, weight, bias, act if l < L - 1 else IDENTITY)
+            dense_forward(out, inp, weight, bias, IDENTITY)
         inp = out
 
 
@@ -251,6 +253,7 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
     # int64: changed in place
     # losses (E,): mean loss of each epoch, written; done (1,) int64: incremented after each epoch
     # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,)
+    numba.literally(act)    # compiled for the run's activation alone (layers._fused)
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
@@ -287,24 +290,30 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
 # The same span compiled twice: releasing the GIL (the library's kernel) and holding it (the
 # "numba-gil" comparison).  Numba's cache index does not include `nogil`, so the GIL-holding
 # build stays out of the cache where it could shadow the nogil one.
-train_span = jit(_train_span)
-train_span_gil = jit(_train_span, nogil=False, cache=False)
+_span = jit(_train_span)
+train_span = Specialised(_span, 8)
+train_span_gil = Specialised(jit(_train_span, nogil=False, cache=False), 8)
 
 
 @jit(parallel=True)
-def train_spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
+def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
                          order, cancel, done):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
     # T, sizes, act, cancel (1,) carries a leading instance axis (N, ...).  Each iteration writes
     # only its rows.
+    numba.literally(act)
     for k in numba.prange(params.shape[0]):
-        train_span(params[k], moments[k], steps[k:k + 1], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k],
+        _span(params[k], moments[k], steps[k:k + 1], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k],
                    work[k], grad[k], order[k], cancel, done[k:k + 1])
 
 
+train_spans_parallel = Specialised(_spans_parallel, 10)
+
+
 @jit
-def predict_proba(proba, X, params, sizes, act, penalty):
+def _predict_proba(proba, X, params, sizes, act, penalty):
     # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
+    numba.literally(act)
     n = X.shape[0]
     C = min(n, CHUNK)
     work = np.empty(workspace_size_jit(sizes, C), dtype=params.dtype)
@@ -314,3 +323,5 @@ def predict_proba(proba, X, params, sizes, act, penalty):
         z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, C, r1 - r0)
         output_proba(proba[r0:r1], z, penalty)
 
+
+predict_proba = Specialised(_predict_proba, 4)

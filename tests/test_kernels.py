@@ -73,10 +73,23 @@ def where(**kw):
 # ============================================================================================
 # Calling conventions of the dense kernels, in one place (the rest of the file goes through these)
 # ============================================================================================
+@numba.njit
+def literal_dense_forward(out, inp, weight, bias, act):
+    # the layer kernels take the activation as a compile-time constant, as the span kernels give it
+    numba.literally(act)
+    layers.dense_forward(out, inp, weight, bias, act)
+
+
+@numba.njit
+def literal_dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
+    numba.literally(act)
+    layers.dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
+
+
 def kernel_dense_forward(inp, weight, bias, act="identity"):
     """act(inp @ weight + bias) (B, O) from the kernel, in the dtype of its inputs."""
     out = np.full((inp.shape[0], weight.shape[1]), np.nan, inp.dtype)
-    layers.dense_forward(out, inp, weight, bias, naive.ACTIVATION_CODES[act])
+    literal_dense_forward(out, inp, weight, bias, naive.ACTIVATION_CODES[act])
     return out
 
 
@@ -85,9 +98,16 @@ def kernel_dense_backward(dout, inp, weight, dweight, dbias, act="identity", nee
     layer's activation; None when skipped.  dweight (I, O) and dbias (O,) accumulate in place."""
     B, I = inp.shape
     dinp = np.full((B if need_dinp else 0, I), np.nan, inp.dtype)
-    layers.dense_backward(dinp, dweight, dbias, dout, inp, np.ascontiguousarray(weight.T),
+    literal_dense_backward(dinp, dweight, dbias, dout, inp, np.ascontiguousarray(weight.T),
                           naive.ACTIVATION_CODES[act])
     return dinp if need_dinp else None
+
+
+def test_layer_kernels_refuse_an_activation_known_only_at_run_time():
+    # compiled for one activation at a time, they say so when called with a plain integer
+    x = np.ones((2, 2))
+    with pytest.raises(numba.core.errors.TypingError, match="compile-time constant"):
+        layers.dense_forward(x.copy(), x, x, np.ones(2), config.RELU)
 
 
 def kernel_activation_forward(z, act, bias=None):
@@ -118,7 +138,7 @@ def test_output_backward_is_dense_backward_of_one_output(act, B, I):
         inp, dz, w, dw0 = (rng.normal(size=s).astype(dtype) for s in ((B, I), (B, 1), (I, 1), (I, 1)))
         want = [np.zeros((B, I), dtype), dw0.copy(), np.ones(1, dtype)]
         got = [x.copy() for x in want]
-        layers.dense_backward(*want, dz, inp, np.ascontiguousarray(w.T), code)
+        literal_dense_backward(*want, dz, inp, np.ascontiguousarray(w.T), code)
         layers.output_backward(*got, dz, inp, w, code)
         for name, a, b in zip(("dinp", "dweight", "dbias"), got, want):
             msg = where(dtype=dtype, array=name)
