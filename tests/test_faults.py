@@ -483,7 +483,7 @@ def test_corrupted_numba_cache_recompiles(tmp_path):
     for path in cached("span.workspace_size_jit-", ".nbc"):
         with open(path, "wb") as f:
             f.write(os.urandom(200))
-    for path in cached("span.predict_proba-", ".nbi"):
+    for path in cached("span._predict_proba-", ".nbi"):
         with open(path, "r+b") as f:
             f.seek(20)
             f.write(b"\xff" * 8)
