@@ -32,7 +32,6 @@ def _sigmoid(x):
 
 FUSED_FORWARD = (RELU, LEAKY_RELU, IDENTITY)    # activations applied in the forward product's epilogue
 FUSED_BACKWARD = (RELU, LEAKY_RELU)             # derivatives applied in the input gradient's epilogue
-_SLOPES = {RELU: 0.0, LEAKY_RELU: LEAKY_SLOPE, IDENTITY: 1.0}    # their negative-side slopes (_slope)
 
 
 def _fused(act, codes) -> bool:
@@ -53,7 +52,7 @@ def _product_forward(out, inp, weight, bias, act):
 @overload(_product_forward, prefer_literal=True, inline="always")
 def _product_forward_overload(out, inp, weight, bias, act):
     if _fused(act, FUSED_FORWARD):
-        slope = _SLOPES[act.literal_value]
+        slope = _slope.py_func(act.literal_value)     # a constant of the implementation
 
         def impl(out, inp, weight, bias, act):
             # bias and activation in the product's epilogue, while the block is in registers
@@ -72,7 +71,7 @@ def _product_input_gradient(dinp, dout, weightT, dbias, inp, act):
 @overload(_product_input_gradient, prefer_literal=True, inline="always")
 def _product_input_gradient_overload(dinp, dout, weightT, dbias, inp, act):
     if _fused(act, FUSED_BACKWARD):
-        slope = _SLOPES[act.literal_value]
+        slope = _slope.py_func(act.literal_value)     # a constant of the implementation
 
         def impl(dinp, dout, weightT, dbias, inp, act):
             gemm_fused(dinp, dout, False, weightT, False, GATE, dbias, inp, slope)
