@@ -67,13 +67,25 @@ def encode_targets(y: np.ndarray, classes: np.ndarray, dtype) -> np.ndarray:
 
 def check_data(X, y, dtype):
     """Validate and convert training data; scikit-learn's checks and wording."""
-    X, y = check_X_y(X, y, dtype=dtype, order="C", ensure_min_samples=2)
-    check_classification_targets(y)
+    if not _checked_already(X, y, dtype):
+        X, y = check_X_y(X, y, dtype=dtype, order="C", ensure_min_samples=2)
+        check_classification_targets(y)
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"The training data needs samples of at least 2 classes, but it contains only "
                          f"one class: {classes.tolist()[0]!r}.")
     return X, y, classes
+
+
+def _checked_already(X, y, dtype) -> bool:
+    """Whether X, y are what ``check_X_y`` and ``check_classification_targets`` would pass unchanged:
+    X a finite C-contiguous 2-D array of the dtype with at least 2 samples, y a 1-D array of integer
+    labels of the same length (integers are always binary or multiclass targets).  The usual case,
+    and scikit-learn's checks of it take longer than a short run's epochs (about 0.4 ms); anything
+    else goes through them, for their conversions and their messages."""
+    return (type(X) is np.ndarray and type(y) is np.ndarray and X.ndim == 2 and y.ndim == 1
+            and X.dtype == dtype and y.dtype.kind in "iu" and X.flags.c_contiguous
+            and X.shape[0] == y.shape[0] >= 2 and X.shape[1] >= 1 and bool(np.isfinite(X).all()))
 
 
 def check_validation(validation, X: np.ndarray, classes: np.ndarray, dtype) -> tuple | None:

@@ -308,6 +308,24 @@ def test_valid_layouts_train_identically(data, reference):
         assert_same_run(fit_train(make(X), y), reference)
 
 
+def test_plain_data_skips_sklearn_checks_with_the_same_result(data, monkeypatch):
+    # a finite C float64 X and integer y is passed as it is (api._checked_already); what
+    # check_X_y would return for it is the same arrays
+    X, y = data
+    from sklearn.utils.validation import check_X_y
+    Xc, yc = check_X_y(X, y, dtype="float64", order="C", ensure_min_samples=2)
+    monkeypatch.setattr(api, "check_X_y", lambda *a, **k: pytest.fail("plain data went through check_X_y"))
+    Xf, yf, classes = api.check_data(X, y, "float64")
+    assert Xf is X and yf is y
+    np.testing.assert_array_equal(Xf, Xc)
+    np.testing.assert_array_equal(yf, yc)
+    np.testing.assert_array_equal(classes, [0, 1])
+    for other in (X.astype(np.float32), np.asfortranarray(X), np.where(X > 1, np.nan, X)):
+        assert not api._checked_already(other, y, "float64")
+    assert not api._checked_already(X, y.astype(float), "float64")
+    assert not api._checked_already(X, y[:-1], "float64")
+
+
 def write_memmaps(X, tmp_path):
     np.save(tmp_path / "saved.npy", X)
     yield np.load(tmp_path / "saved.npy", mmap_mode="r")
