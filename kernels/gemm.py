@@ -37,17 +37,23 @@ from .config import cfunc, jit
 VECTOR_BYTES = 32           # one AVX2 register; LLVM splits it where the CPU has narrower ones
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
 ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured best on AVX2
+# rows of a float64 block of A @ W for a W smaller than PACK_BYTES (the seed network's products):
+# 8 accumulators, the least that keep both FMA pipes busy, and fewer rows left over for pairs
+# (128 rows: 32 blocks, not 21 and a pair); measured 2-5 % faster than 6 rows on those products,
+# and slower on the wide network's packed ones
+ROWS_F64_SMALL = 4
 _I64 = ir.IntType(64)
 PANEL_K = 256               # the longest reduction a packed panel holds (the kernels': a chunk, a fan-in)
 PACK_TILES = 8              # the fewest tiles that share a packed panel (measured)
 PACK_BYTES = 16 * 1024      # the smallest W whose panels are packed: a smaller one stays in L1 (measured)
 # The epilogues, as gemm_fused takes them (any integer, constant or not)
 NONE, ACT, GATE = 0, 1, 2
-# Row counts of the three tile shapes: a full block; a pair, for the rows past the last block
-# (a 1-row tile over a long reduction is bound by the multiply-add latency with only NV chains);
-# one row, for an odd row left.  Each element sums over k in the same order in every shape.
-BLOCK, PAIR, ROW = 0, 1, 2
-_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1))
+# Row counts of the tile shapes: a full block; a pair, for the rows past the last block (a 1-row
+# tile over a long reduction is bound by the multiply-add latency with only NV chains); one row,
+# for an odd row left; and the full block of a small float64 A @ W (ROWS_F64_SMALL), which is
+# never packed.  Each element sums over k in the same order in every shape.
+BLOCK, PAIR, ROW, SMALL = 0, 1, 2, 3
+_SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1), (ROWS_F64_SMALL, ROWS_F32))
 
 
 def _define_tile(module, fty, rows):
@@ -174,19 +180,19 @@ def _tiles_function(module, name, fty):
     return fn, fn.args, ir.IRBuilder(fn.append_basic_block("entry"))
 
 
-def _define_tiles(module, fty, rows, trans):
+def _define_tiles(module, fty, rows, trans, packs):
     """``void tiles(fty* out, i64 ldo, fty* a, i64 lda, fty* w, i64 ldw, i64 K, i1 acc, i64
     epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of
     out in tiles of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector
     pair (cb a multiple of it), each tile the inlined ``_define_tile``; a is A (R, lda), or A.T
     for A (K, lda) when ``trans``; vec and gate at out's first element (vec: the bias at column 0;
     gate: the gate's first element).  A product large enough to pay for copying panels is handed
-    to ``_define_packed``'s function.
+    to ``_define_packed``'s function when ``packs``.
 
     The loops are LLVM IR too, in a function of their own that is never inlined: one per shape
     and ``trans``, rather than the tiles inlined in every loop of the native gemm.  ``trans`` is a
     constant of the code, so the reduction steps through A by a constant stride."""
-    name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}"
+    name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}{'_packs' if packs else ''}"
     if name in module.globals:
         return module.globals[name]
     fn, args, b = _tiles_function(module, name, fty)
@@ -199,7 +205,7 @@ def _define_tiles(module, fty, rows, trans):
     # packing pays where a panel is read by PACK_TILES tiles or more, and W is larger than
     # PACK_BYTES (a smaller one stays in L1 as it is); a panel holds PANEL_K steps of the
     # reduction.  Full blocks only: the rows past them are too few to pay for it.
-    if rows > _SHAPES[PAIR][0]:
+    if packs:
         pays = b.icmp_signed("<=", K, const(PANEL_K))
         if trans:
             pays = b.and_(pays, b.icmp_signed(">=", cb, const(PACK_TILES * NV * vl)))
@@ -327,13 +333,16 @@ def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, 
     bias ``vec`` (O,), ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
     if not (isinstance(shape, types.IntegerLiteral) and isinstance(trans, types.BooleanLiteral)):
         raise TypingError("gemm tile: the tile shape and trans must be compile-time constants")
-    rows, transposed = _SHAPES[shape.literal_value], trans.literal_value
+    transposed = trans.literal_value
 
     def codegen(context, builder, sig, args):
         out_, A_, W_, acc_, epilogue_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:11]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
-        fn = _define_tiles(builder.module, fty, rows[0] if isinstance(fty, ir.DoubleType) else rows[1], transposed)
+        double = isinstance(fty, ir.DoubleType)
+        # SMALL is a float64 A @ W shape; elsewhere it is the full block (the same function)
+        kind = BLOCK if shape.literal_value == SMALL and (transposed or not double) else shape.literal_value
+        fn = _define_tiles(builder.module, fty, _SHAPES[kind][0 if double else 1], transposed, kind == BLOCK)
 
         def array(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i])
@@ -357,10 +366,14 @@ def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, 
 @jit(inline="always")
 def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
     # out[:, :cb] of op(A) @ W: the full blocks, then the pairs and the single row past them
-    rows = ROWS_F64 if out.itemsize == 8 else ROWS_F32
+    small = out.itemsize == 8 and not trans and W.size * W.itemsize < PACK_BYTES
+    rows = ROWS_F64_SMALL if small else (ROWS_F64 if out.itemsize == 8 else ROWS_F32)
     rb = R - R % rows
     rp = rb + (R - rb) // 2 * 2
-    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
+    if small:
+        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, SMALL)    # BLOCK where not small
+    else:
+        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
     _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rb, rp, cb, trans, PAIR)
     _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rp, R, cb, trans, ROW)
 

@@ -188,7 +188,8 @@ def test_transpose_in_blocks(R, C):
 @given(R=st.integers(1, 20), C=st.integers(1, 40), K=st.integers(1, 40), seed=SEED)
 def test_gemm(R, C, K, seed):
     # out (R, C) = op(A) @ W, overwriting out or added to it; shapes past the register block
-    # (6 or 4 rows, 8 or 16 columns) exercise full blocks, edge rows and edge columns
+    # (float64: 4 rows for A @ W of a W this small, 6 for A.T @ W; float32: 4 rows; 8 or 16
+    # columns) exercise full blocks, edge rows and edge columns
     rng = np.random.default_rng(seed)
     A, W, out0 = draw(rng, (R, K)), draw(rng, (K, C)), draw(rng, (R, C))
     want = naive.matmul(A, W)
