@@ -285,7 +285,7 @@ def cmd_train(args) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     dtype, kernel, backend, activation = (given.get(k, config.get(k, _default(k)))
                                           for k in ("dtype", "kernel", "backend", "activation"))
-    notice = None if args.quiet else compile_notice(dtype, kernel, backend, activation)
+    notice = None if args.quiet else compile_notice(dtype, kernel, backend, activation, len(np.unique(y)) == 2)
     # said once train has validated everything (a bad argument fails within the delay, silently)
     # and is compiling; through tqdm, which redraws the bar below the line
     shown = threading.Event()
@@ -372,11 +372,12 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def cold_kernels(dtype: str, kernel: str, backend: str, activation: str = "relu") -> list | None:
+def cold_kernels(dtype: str, kernel: str, backend: str, activation: str = "relu", binary: bool = True) -> list | None:
     """(name, seconds) of each Numba kernel a run will compile rather than load from Numba's
     on-disk cache, or None when the cache cannot be read this way (a Numba whose cache internals
     differ).  The seconds are what a cold compile took on one core of the README's machine.  The
-    kernels that take an activation are compiled for each one apart (its code, a literal)."""
+    kernels that take an activation, and whether the output is one sigmoid (``binary``: two
+    classes), are compiled for each apart (literals)."""
     import numba
     from numba import types
     from numba.core.registry import cpu_target
@@ -392,8 +393,9 @@ def cold_kernels(dtype: str, kernel: str, backend: str, activation: str = "relu"
     codegen = cpu_target.target_context.codegen()
 
     def serves(args) -> bool:
-        # this dtype, and this activation wherever the kernel takes one
-        return args[0].dtype == want and all(a.literal_value == act for a in args if isinstance(a, types.IntegerLiteral))
+        # this dtype, and this activation and output wherever the kernel takes them
+        return args[0].dtype == want and all(a.literal_value == (binary if isinstance(a, types.BooleanLiteral) else act)
+                                             for a in args if isinstance(a, types.Literal))
 
     try:
         cold = []
@@ -409,9 +411,9 @@ def cold_kernels(dtype: str, kernel: str, backend: str, activation: str = "relu"
         return None
 
 
-def compile_notice(dtype: str, kernel: str, backend: str, activation: str = "relu") -> str | None:
+def compile_notice(dtype: str, kernel: str, backend: str, activation: str = "relu", binary: bool = True) -> str | None:
     """What to say before a run whose kernels must compile first (None: nothing to compile)."""
-    cold = cold_kernels(dtype, kernel, backend, activation)
+    cold = cold_kernels(dtype, kernel, backend, activation, binary)
     if not cold:
         return None
     note = "Numba caches them for later runs" if kernel != "numba-gil" else "the numba-gil kernel is never cached"

@@ -184,7 +184,7 @@ class Context:
         self.synced = 0         # rounds whose sync action has completed (kept by the action)
         self.span = KERNELS[plan.kernel]
         self.sizes = plan.topology.sizes_array
-        self.act = plan.topology.act_code
+        self.act, self.binary = plan.topology.act_code, plan.topology.binary
 
     def scratch(self, shape_lead: tuple = ()) -> tuple:
         """Per-instance scratch (work, grad), allocated once per worker, never inside a span."""
@@ -198,7 +198,7 @@ class Context:
         work, grad = scratch
         self.span(self.params[k], self.moments[k], self.steps[k:k + 1], self.rng[k], self.losses[k, e0:e1],
                   self.X, self.T, self.sizes, self.act, self.hyper[k], work, grad, self.order[k], self.cancel.array,
-                  self.epochs_done[k:k + 1])
+                  self.epochs_done[k:k + 1], self.binary)
 
     def at(self, worker: int, instance: int, epoch: int) -> None:
         """Note where a worker is (instance -1: between spans), to name it if its process dies."""

@@ -28,6 +28,12 @@ class Topology:
         return ACTIVATIONS[self.activation]
 
     @property
+    def binary(self) -> bool:
+        """Whether the output is one sigmoid (two classes), not a softmax over K; the kernels are
+        compiled for one or the other."""
+        return self.sizes[-1] == 1
+
+    @property
     def n_params(self) -> int:
         return n_params(self.sizes)
 
@@ -105,7 +111,7 @@ class Instance(_Classifier):
         K = self.topology.sizes[-1]
         proba = np.empty((X.shape[0], K), dtype=self.params.dtype)
         predict_proba(proba, X, self.params, self.topology.sizes_array, self.topology.act_code,
-                      self.params.dtype.type(self.hyperparams.penalty))
+                      self.params.dtype.type(self.hyperparams.penalty), self.topology.binary)
         return np.hstack([1.0 - proba, proba]) if K == 1 else proba
 
     def __repr__(self) -> str:

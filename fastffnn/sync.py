@@ -69,7 +69,7 @@ def instance_probas(ctx, X: np.ndarray) -> np.ndarray:
     """(N, n, K) probabilities of every instance on X (n, F)."""
     probas = np.empty((ctx.plan.instances, X.shape[0], ctx.sizes[-1]), dtype=ctx.params.dtype)
     for k in range(ctx.plan.instances):
-        predict_proba(probas[k], X, ctx.params[k], ctx.sizes, ctx.act, ctx.hyper[k, PENALTY])
+        predict_proba(probas[k], X, ctx.params[k], ctx.sizes, ctx.act, ctx.hyper[k, PENALTY], ctx.binary)
     return probas
 
 

@@ -94,21 +94,23 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", 
 
 
 class Specialised:
-    """A kernel compiled apart for each value of one integer argument (``numba.literally`` in its
-    body: the activation, so that a run compiles its own activation's branches alone), as Python
-    calls it.  Called directly, such a dispatcher types the kernel again on every call before it
-    finds the literal it wants, a third of a second here; this looks up the machine code by the
-    argument's value and the other arguments' type fingerprints (Numba's own, in C) and calls it.
-    Anything else -- the cache, ``py_func``, the signatures -- is the dispatcher's."""
+    """A kernel compiled apart for each value of some integer or bool arguments (``numba.literally``
+    in its body: the activation and whether the output is one sigmoid, so that a run compiles its
+    own branches alone), as Python calls it.  Called directly, such a dispatcher types the kernel
+    again on every call before it finds the literals it wants, a third of a second here; this looks
+    up the machine code by those arguments' values and the other arguments' type fingerprints
+    (Numba's own, in C) and calls it.  Anything else -- the cache, ``py_func``, the signatures -- is
+    the dispatcher's."""
 
-    def __init__(self, dispatcher, position: int):
-        self.dispatcher, self.position, self._entries = dispatcher, position, {}
+    def __init__(self, dispatcher, *positions: int):
+        self.dispatcher, self.positions, self._entries = dispatcher, positions, {}
 
     def __call__(self, *args):
-        key = (int(args[self.position]), *map(compute_fingerprint, args))
+        key = (*(args[i] for i in self.positions), *map(compute_fingerprint, args))
         entry = self._entries.get(key)
         if entry is None:
-            sig = tuple(types.literal(int(a)) if i == self.position else numba.typeof(a) for i, a in enumerate(args))
+            sig = tuple(types.literal(a if isinstance(a, bool) else int(a)) if i in self.positions
+                        else numba.typeof(a) for i, a in enumerate(args))
             entry = self._entries[key] = self.dispatcher.compile(sig)
         return entry(*args)
 

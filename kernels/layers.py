@@ -45,6 +45,19 @@ def _fused(act, codes) -> bool:
     return act.literal_value in codes
 
 
+def _binary(binary) -> bool:
+    """The value of ``binary`` -- whether the network has one output, a sigmoid, rather than a
+    softmax over K -- the Numba type of a literal as ``_fused`` takes the activation: the output
+    layer's kernels choose by it while they are typed, so a binary run never compiles the
+    softmax, nor a multiclass run the one-output kernels.  Those overloads are not inlined: each
+    is typed once, not again at every call site of the functions that inline it (inlined, they
+    cost a cold start 0.5 s more than they saved)."""
+    if not isinstance(binary, types.BooleanLiteral):
+        raise TypingError(f"binary, whether the output is one sigmoid, must be a compile-time constant (a literal), "
+                          f"got {binary}; call it from a kernel that takes binary with numba.literally(binary)")
+    return binary.literal_value
+
+
 def _product_forward(out, inp, weight, bias, act):
     """dense_forward's product and activation (overloaded below)."""
 
@@ -103,6 +116,45 @@ def output_forward(z, inp, weight, bias):
         for j in range(I):
             s += inp[b, j] * w[j]
         z[b, 0] = s + bias[0]
+
+
+def output_layer_forward(z, inp, weight, bias, binary):
+    """The output layer's logits z (B, K) (overloaded below): ``output_forward`` for one output,
+    else ``dense_forward`` without an activation."""
+
+
+@overload(output_layer_forward, prefer_literal=True)
+def _output_layer_forward_overload(z, inp, weight, bias, binary):
+    if _binary(binary):
+        return lambda z, inp, weight, bias, binary: output_forward(z, inp, weight, bias)
+    return lambda z, inp, weight, bias, binary: dense_forward(z, inp, weight, bias, IDENTITY)
+
+
+def one_pass_output(act, binary):
+    """Whether the output layer's backward is ``output_backward`` (overloaded below, a constant):
+    one output after relu or leaky relu (``act``, the last hidden layer's activation)."""
+
+
+@overload(one_pass_output, prefer_literal=True, inline="always")
+def _one_pass_output_overload(act, binary):
+    one_pass = _binary(binary) and _fused(act, FUSED_BACKWARD)
+    return lambda act, binary: one_pass
+
+
+def output_layer_backward(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+    """The output layer's backward (overloaded below): ``output_backward`` where
+    ``one_pass_output``, else ``dense_backward`` (which reads ``weightT``)."""
+
+
+@overload(output_layer_backward, prefer_literal=True)
+def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+    if _binary(binary) and _fused(act, FUSED_BACKWARD):
+        def impl(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+            output_backward(dinp, dweight, dbias, dz, inp, weight, act)
+    else:
+        def impl(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+            dense_backward(dinp, dweight, dbias, dz, inp, weightT, act)
+    return impl
 
 
 @jit(inline="always")
@@ -237,6 +289,17 @@ def activation_backward(d, a, act):
                 d[b, j] *= a[b, j] * (one - a[b, j])
 
 
+def output_loss(loss_terms, dz, z, target, penalty, scale, binary):
+    """The loss of the logits z and its gradient (overloaded below): ``sigmoid_xent`` for one
+    output, else ``softmax_xent``."""
+
+
+@overload(output_loss, prefer_literal=True)
+def _output_loss_overload(loss_terms, dz, z, target, penalty, scale, binary):
+    xent = sigmoid_xent if _binary(binary) else softmax_xent
+    return lambda loss_terms, dz, z, target, penalty, scale, binary: xent(loss_terms, dz, z, target, penalty, scale)
+
+
 @jit(fastmath=CONTRACT, error_model="numpy")    # elementary's reductions; a division that vectorises
 def sigmoid_xent(loss_terms, dz, z, target, penalty, scale):
     # loss_terms (B,) overwritten: binary cross-entropy of sigmoid(penalty * z) per sample;
@@ -283,16 +346,21 @@ def _softmax_row(e, z, b, penalty):
     return m, s
 
 
-@jit
-def output_proba(proba, z, penalty):
-    # proba (B, K) overwritten with the predicted probabilities of logits z (B, K);
-    # K = 1: sigmoid(penalty z), the probability of class 1; K > 1: softmax(penalty z)
-    B, K = z.shape
-    if K == 1:
-        for b in range(B):
-            proba[b, 0] = _sigmoid(penalty * z[b, 0])
-        return
-    for b in range(B):
-        _, s = _softmax_row(proba, z, b, penalty)
-        for k in range(K):
-            proba[b, k] /= s
+def output_proba(proba, z, penalty, binary):
+    """proba (B, K) overwritten with the predicted probabilities of logits z (B, K) (overloaded
+    below): for one output sigmoid(penalty z), the probability of class 1; else softmax(penalty z)."""
+
+
+@overload(output_proba, prefer_literal=True)
+def _output_proba_overload(proba, z, penalty, binary):
+    if _binary(binary):
+        def impl(proba, z, penalty, binary):
+            for b in range(z.shape[0]):
+                proba[b, 0] = _sigmoid(penalty * z[b, 0])
+    else:
+        def impl(proba, z, penalty, binary):
+            for b in range(z.shape[0]):
+                _, s = _softmax_row(proba, z, b, penalty)
+                for k in range(z.shape[1]):
+                    proba[b, k] /= s
+    return impl

@@ -89,9 +89,10 @@ def _step(params, moments, steps, views, X, T, act, hyper):
     return terms
 
 
-def train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
-    """Same contract as ``kernels.span.train_span`` (``work`` and ``grad`` unused); ``cancel`` is
-    read before every step."""
+def train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done,
+               binary):
+    """Same contract as ``kernels.span.train_span`` (``work``, ``grad`` and ``binary`` unused: T's
+    width says which loss); ``cancel`` is read before every step."""
     n = X.shape[0]
     B = int(min(n, max(1, hyper[BATCH_SIZE])))
     weights, biases = [], []

@@ -18,17 +18,16 @@ import math
 import numba
 import numpy as np
 
-from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, IDENTITY, L2, LEAKY_RELU, LR, MOMENTUM, OPTIMIZER,
-                     PENALTY, RELU, Specialised, jit)
+from .config import ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, Specialised, jit
 from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
     dense_forward,
-    output_backward,
-    output_forward,
+    one_pass_output,
+    output_layer_backward,
+    output_layer_forward,
+    output_loss,
     output_proba,
-    sigmoid_xent,
-    softmax_xent,
     transpose,
 )
 
@@ -96,7 +95,7 @@ def workspace_size_jit(sizes, batch):
 
 
 @jit
-def _forward(work, X, params, sizes, act, C):
+def _forward(work, X, params, sizes, act, C, binary):
     # activations of every layer for the rows of X (B <= C) into work laid out for chunks of C
     # rows; the last layer keeps its logits (B, K)
     L = sizes.shape[0] - 1
@@ -106,21 +105,13 @@ def _forward(work, X, params, sizes, act, C):
         out, _, _ = _buffers(work, sizes, l, C, X.shape[0])
         if l < L - 1:
             dense_forward(out, inp, weight, bias, act)
-        elif sizes[L] == 1:
-            output_forward(out, inp, weight, bias)
         else:
-            dense_forward(out, inp, weight, bias, IDENTITY)
+            output_layer_forward(out, inp, weight, bias, binary)
         inp = out
 
 
-@jit(inline="always")
-def _one_pass_output(sizes, l, act):
-    # whether layer l's backward is output_backward: an output of width 1 after relu or leaky relu
-    return sizes[l + 1] == 1 and act in (RELU, LEAKY_RELU)
-
-
 @jit
-def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel):
+def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel, binary):
     # one optimizer step on the batch X (B, F), T (B, K); params, the moments first and second (P,),
     # steps, grad, work changed in place; terms (B,) receives the per-sample losses before the step.
     # Returns False, with params, moments and steps untouched, if cancel (1,) was set before one of
@@ -137,7 +128,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     for l in range(1, L):
         # the weights transposed for the input gradients (the first layer needs none, nor does
         # output_backward)
-        if not _one_pass_output(sizes, l, act):
+        if l < L - 1 or not one_pass_output(act, binary):
             weight, _ = _layer(params, sizes, l)
             _, _, weightT = _buffers(work, sizes, l, C, C)
             transpose(weightT, weight)
@@ -147,12 +138,9 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
         r1 = min(B, r0 + CHUNK)
         m = r1 - r0
         Xc, Tc = _rows(X, r0, r1), _rows(T, r0, r1)
-        _forward(work, Xc, params, sizes, act, C)
+        _forward(work, Xc, params, sizes, act, C, binary)
         z, dz, _ = _buffers(work, sizes, L - 1, C, m)
-        if sizes[L] == 1:
-            sigmoid_xent(terms[r0:r1], dz, z, Tc, penalty, scale)
-        else:
-            softmax_xent(terms[r0:r1], dz, z, Tc, penalty, scale)
+        output_loss(terms[r0:r1], dz, z, Tc, penalty, scale, binary)
         for l in range(L - 1, -1, -1):
             dweight, dbias = _layer(grad, sizes, l)
             _, dout, weightT = _buffers(work, sizes, l, C, m)
@@ -160,8 +148,9 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
                 dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
-                if _one_pass_output(sizes, l, act):
-                    output_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], act)
+                if l == L - 1:
+                    output_layer_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], weightT, act,
+                                          binary)
                 else:
                     dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
     _update(params, first, second, steps, grad, sizes, hyper)
@@ -246,14 +235,15 @@ def _shuffle(order, rng):
         order[i], order[j] = order[j], order[i]
 
 
-def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done):
+def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done, binary):
     # Train one instance for losses.shape[0] epochs, or until cancel (1,) int64 is set: it is read
     # before every chunk of every step, so a cancelled span returns within a chunk's work.
     # params, grad (P,), moments (2, P), steps (1,) int64, rng (1,) uint64, work (W,), order (n,)
     # int64: changed in place
     # losses (E,): mean loss of each epoch, written; done (1,) int64: incremented after each epoch
-    # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,)
+    # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,); binary: K == 1
     numba.literally(act)    # compiled for the run's activation alone (layers._fused)
+    numba.literally(binary)     # and for its output, one sigmoid or a softmax (layers._binary)
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
@@ -263,7 +253,7 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
         l2 = hyper[L2]
         total = _l2_term(params, sizes, l2) if l2 != 0.0 else 0.0
         if B == n:
-            if not _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel):
+            if not _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel, binary):
                 return
             for b in range(B):
                 total += terms[b] / n
@@ -279,7 +269,8 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
                         Xb[b, f] = X[r, f]
                     for k in range(K):
                         Tb[b, k] = T[r, k]
-                if not _step(params, first, second, steps, grad, work, Xb, Tb, sizes, act, hyper, terms_b, cancel):
+                if not _step(params, first, second, steps, grad, work, Xb, Tb, sizes, act, hyper, terms_b, cancel,
+                             binary):
                     return
                 for b in range(m):
                     total += terms_b[b] / n
@@ -291,37 +282,40 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
 # "numba-gil" comparison).  Numba's cache index does not include `nogil`, so the GIL-holding
 # build stays out of the cache where it could shadow the nogil one.
 _span = jit(_train_span)
-train_span = Specialised(_span, 8)
-train_span_gil = Specialised(jit(_train_span, nogil=False, cache=False), 8)
+train_span = Specialised(_span, 8, 15)
+train_span_gil = Specialised(jit(_train_span, nogil=False, cache=False), 8, 15)
 
 
 @jit(parallel=True)
 def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
-                         order, cancel, done):
+                         order, cancel, done, binary):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
     # T, sizes, act, cancel (1,) carries a leading instance axis (N, ...).  Each iteration writes
     # only its rows.
     numba.literally(act)
+    numba.literally(binary)
     for k in numba.prange(params.shape[0]):
         _span(params[k], moments[k], steps[k:k + 1], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k],
-                   work[k], grad[k], order[k], cancel, done[k:k + 1])
+                   work[k], grad[k], order[k], cancel, done[k:k + 1], binary)
 
 
-train_spans_parallel = Specialised(_spans_parallel, 10)
+train_spans_parallel = Specialised(_spans_parallel, 10, 17)
 
 
 @jit
-def _predict_proba(proba, X, params, sizes, act, penalty):
-    # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,)
+def _predict_proba(proba, X, params, sizes, act, penalty, binary):
+    # proba (n, K) overwritten with one instance's predicted probabilities for X (n, F); params (P,);
+    # binary: K == 1
     numba.literally(act)
+    numba.literally(binary)
     n = X.shape[0]
     C = min(n, CHUNK)
     work = np.empty(workspace_size_jit(sizes, C), dtype=params.dtype)
     for r0 in range(0, n, CHUNK):
         r1 = min(n, r0 + CHUNK)
-        _forward(work, _rows(X, r0, r1), params, sizes, act, C)
+        _forward(work, _rows(X, r0, r1), params, sizes, act, C, binary)
         z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, C, r1 - r0)
-        output_proba(proba[r0:r1], z, penalty)
+        output_proba(proba[r0:r1], z, penalty, binary)
 
 
-predict_proba = Specialised(_predict_proba, 4)
+predict_proba = Specialised(_predict_proba, 4, 6)

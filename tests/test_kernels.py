@@ -110,6 +110,36 @@ def test_layer_kernels_refuse_an_activation_known_only_at_run_time():
         layers.dense_forward(x.copy(), x, x, np.ones(2), config.RELU)
 
 
+COMPILES_ONE_OUTPUT_KIND = """
+import numpy as np
+import fastffnn as ff
+from fastffnn.kernels import layers
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, 3))
+result = ff.train(X, (X[:, 0] > 0).astype(int), hidden=(4,), instances=2, epochs=1, backend="serial")
+result.ensemble.predict_proba(X)
+print(len(layers.sigmoid_xent.signatures), len(layers.softmax_xent.signatures))
+"""
+
+
+def test_a_binary_run_never_compiles_the_softmax(tmp_path):
+    # the span and prediction kernels are compiled for one output or K (layers._binary, a
+    # literal): a fresh process with an empty Numba cache trains and predicts two classes, and
+    # the softmax loss is never compiled -- nor typed, or it would have a signature
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", COMPILES_ONE_OUTPUT_KIND], capture_output=True, text=True,
+                         check=True, timeout=300, env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert out.stdout.split() == ["1", "0"], out.stdout
+
+
+def test_output_kernels_refuse_an_output_known_only_at_run_time():
+    z = np.zeros((2, 1))
+    with pytest.raises(numba.core.errors.TypingError, match="compile-time constant"):
+        numba.njit(lambda p, z, b: layers.output_proba(p, z, 1.0, b))(z.copy(), z, True)
+
+
 def kernel_activation_forward(z, act, bias=None):
     """act(z + bias) from the kernel (bias 0 when not given)."""
     a = z.copy()
@@ -418,9 +448,15 @@ def kernel_xent_backward(z, t, penalty, scale):
     return kernel_xent(z, t, penalty, scale)[1]
 
 
+@numba.njit
+def literal_output_proba(proba, z, penalty, binary):
+    numba.literally(binary)
+    layers.output_proba(proba, z, penalty, binary)
+
+
 def kernel_output_proba(z, penalty):
     proba = np.full(z.shape, np.nan, dtype=z.dtype)
-    layers.output_proba(proba, z, z.dtype.type(penalty))
+    literal_output_proba(proba, z, z.dtype.type(penalty), z.shape[1] == 1)
     return proba
 
 
@@ -604,7 +640,7 @@ def test_predict_proba(n, F, H, K, penalty, seed):
         for dtype in DTYPES:
             proba = np.full((n, K), np.nan, dtype)
             span.predict_proba(proba, X.astype(dtype), params.astype(dtype), np.array(sizes, dtype=np.int64),
-                               naive.ACTIVATION_CODES[act], dtype.type(penalty))
+                               naive.ACTIVATION_CODES[act], dtype.type(penalty), K == 1)
             naive.assert_close(proba, want, dtype, msg=where(dtype=dtype, act=act))
 
 
@@ -683,7 +719,7 @@ class Problem:
         done = np.zeros(1, np.int64)
         kernel(params, moments, steps, rng, losses, self.X.astype(dtype), self.T.astype(dtype),
                np.array(self.sizes, dtype=np.int64), self.code, self.hyper.astype(dtype), work, grad, order,
-               cancel, done)
+               cancel, done, self.sizes[-1] == 1)
         self.done = int(done[0])
         assert self.done == epochs or cancel[0]
         return params, moments, losses, rng, order, int(steps[0])

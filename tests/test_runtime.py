@@ -66,7 +66,7 @@ class Span:
         if started is not None:
             threading.Thread(target=lambda: (_poll(lambda: done[0] > 0), started.set()), daemon=True).start()
         kernel(params, moments, np.zeros(1, np.int64), rng, losses, self.X, self.T, self.sizes, config.RELU,
-               self.hyper, work, grad, order, cancel, done)
+               self.hyper, work, grad, order, cancel, done, bool(self.sizes[-1] == 1))
         return params, moments, losses, int(done[0])
 
 

@@ -161,7 +161,7 @@ def _next_span(topology, hyper, params, moments, steps, epochs=3):
     work, grad = np.zeros(kernels.workspace_size(topology.sizes, n)), np.zeros_like(params)
     kernels.train_span(params, moments, steps, np.zeros(1, np.uint64), np.empty(epochs), X, Y[:, None].astype(float),
                        topology.sizes_array, topology.act_code, hyper, work, grad, np.arange(n), np.zeros(1, np.int64),
-                       np.zeros(1, np.int64))
+                       np.zeros(1, np.int64), topology.binary)
     return params, moments
 
 

@@ -24,7 +24,7 @@ def warm_predict(ctx: Context, action) -> None:
     if action.predicts:
         proba = np.empty((1, ctx.T.shape[1]), dtype=ctx.params.dtype)
         kernels.predict_proba(proba, ctx.X[:1], ctx.params[0], ctx.sizes, ctx.act,
-                              ctx.hyper[0, kernels.config.PENALTY])
+                              ctx.hyper[0, kernels.config.PENALTY], ctx.binary)
     combine(ctx.params[:, :1], np.ones(ctx.plan.instances))
 
 

@@ -28,7 +28,7 @@ def prange_spans(ctx: Context, worker: int, group: list, e0: int, e1: int, scrat
         t = perf_counter()
         kernels.train_spans_parallel(ctx.params, ctx.moments, ctx.steps, ctx.rng, ctx.losses, start, stop,
                                      ctx.X, ctx.T, ctx.sizes, ctx.act, ctx.hyper, work, grad, ctx.order,
-                                     ctx.cancel.array, ctx.epochs_done)
+                                     ctx.cancel.array, ctx.epochs_done, ctx.binary)
         ctx.compute[group] += perf_counter() - t    # every instance ran for the whole call
         if ctx.cancel.is_set():
             return False
