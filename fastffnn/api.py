@@ -4,6 +4,7 @@ happens here.  A fresh run is a resumed one at epoch 0: after validation both ta
 (``_launch``)."""
 from __future__ import annotations
 
+import math
 import os
 from numbers import Integral, Real
 
@@ -66,11 +67,12 @@ def encode_targets(y: np.ndarray, classes: np.ndarray, dtype) -> np.ndarray:
 
 
 def check_data(X, y, dtype):
-    """Validate and convert training data; scikit-learn's checks and wording."""
-    if not _checked_already(X, y, dtype):
+    """Validate and convert training data; scikit-learn's checks, warnings and wording."""
+    classes = np.unique(y) if _checked_already(X, y, dtype) else None
+    if classes is None or _many_classes(len(classes), len(y)):
         X, y = check_X_y(X, y, dtype=dtype, order="C", ensure_min_samples=2)
-        check_classification_targets(y)
-    classes = np.unique(y)
+        check_classification_targets(y)     # warns when the labels look like a regression target
+        classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"The training data needs samples of at least 2 classes, but it contains only "
                          f"one class: {classes.tolist()[0]!r}.")
@@ -82,10 +84,17 @@ def _checked_already(X, y, dtype) -> bool:
     X a finite C-contiguous 2-D array of the dtype with at least 2 samples, y a 1-D array of integer
     labels of the same length (integers are always binary or multiclass targets).  The usual case,
     and scikit-learn's checks of it take longer than a short run's epochs (about 0.4 ms); anything
-    else goes through them, for their conversions and their messages."""
+    else goes through them, for their conversions and their messages.  X's sum is finite only if
+    every element is (a large finite X whose sum overflows takes the checks' way)."""
     return (type(X) is np.ndarray and type(y) is np.ndarray and X.ndim == 2 and y.ndim == 1
             and X.dtype == dtype and y.dtype.kind in "iu" and X.flags.c_contiguous
-            and X.shape[0] == y.shape[0] >= 2 and X.shape[1] >= 1 and bool(np.isfinite(X).all()))
+            and X.shape[0] == y.shape[0] >= 2 and X.shape[1] >= 1 and math.isfinite(X.sum()))
+
+
+def _many_classes(classes: int, samples: int) -> bool:
+    """Where ``check_classification_targets`` warns that labels look like a regression target:
+    more than 2 classes, more than 20 samples, and more classes than half of them."""
+    return classes > 2 and samples > 20 and classes > round(0.5 * samples)
 
 
 def check_validation(validation, X: np.ndarray, classes: np.ndarray, dtype) -> tuple | None:

@@ -31,7 +31,7 @@ class Topology:
     def binary(self) -> bool:
         """Whether the output is one sigmoid (two classes), not a softmax over K; the kernels are
         compiled for one or the other."""
-        return self.sizes[-1] == 1
+        return bool(self.sizes[-1] == 1)
 
     @property
     def n_params(self) -> int:

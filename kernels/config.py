@@ -11,6 +11,7 @@ import os
 import warnings
 
 import numba
+import numpy as np
 from numba import types
 from numba._dispatcher import compute_fingerprint
 from numba.core import sigutils
@@ -109,7 +110,7 @@ class Specialised:
         key = (*(args[i] for i in self.positions), *map(compute_fingerprint, args))
         entry = self._entries.get(key)
         if entry is None:
-            sig = tuple(types.literal(a if isinstance(a, bool) else int(a)) if i in self.positions
+            sig = tuple(types.literal(bool(a) if isinstance(a, (bool, np.bool_)) else int(a)) if i in self.positions
                         else numba.typeof(a) for i, a in enumerate(args))
             entry = self._entries[key] = self.dispatcher.compile(sig)
         return entry(*args)

@@ -189,9 +189,9 @@ def _define_tiles(module, fty, rows, trans, packs):
     gate: the gate's first element).  A product large enough to pay for copying panels is handed
     to ``_define_packed``'s function when ``packs``.
 
-    The loops are LLVM IR too, in a function of their own that is never inlined: one per shape
-    and ``trans``, rather than the tiles inlined in every loop of the native gemm.  ``trans`` is a
-    constant of the code, so the reduction steps through A by a constant stride."""
+    The loops are LLVM IR too, in a function of their own that is never inlined: one per shape,
+    ``trans`` and ``packs``, rather than the tiles inlined in every loop of the native gemm.
+    ``trans`` is a constant of the code, so the reduction steps through A by a constant stride."""
     name = f"fastffnn_tiles_{fty}_{rows}_{'t' if trans else 'n'}{'_packs' if packs else ''}"
     if name in module.globals:
         return module.globals[name]
@@ -371,7 +371,8 @@ def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
     rb = R - R % rows
     rp = rb + (R - rb) // 2 * 2
     if small:
-        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, SMALL)    # BLOCK where not small
+        # (typed for every dtype and trans, run only where small: float32 and A.T lower it as BLOCK)
+        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, SMALL)
     else:
         _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
     _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rb, rp, cb, trans, PAIR)

@@ -49,9 +49,9 @@ def _binary(binary) -> bool:
     """The value of ``binary`` -- whether the network has one output, a sigmoid, rather than a
     softmax over K -- the Numba type of a literal as ``_fused`` takes the activation: the output
     layer's kernels choose by it while they are typed, so a binary run never compiles the
-    softmax, nor a multiclass run the one-output kernels.  Those overloads are not inlined: each
-    is typed once, not again at every call site of the functions that inline it (inlined, they
-    cost a cold start 0.5 s more than they saved)."""
+    softmax, nor a multiclass run the one-output kernels.  Those overloads, but the constant
+    ``one_pass_output``, are not inlined: each is typed once, not again at every call site of the
+    functions that inline it (inlined, they cost a cold start 0.5 s more than they saved)."""
     if not isinstance(binary, types.BooleanLiteral):
         raise TypingError(f"binary, whether the output is one sigmoid, must be a compile-time constant (a literal), "
                           f"got {binary}; call it from a kernel that takes binary with numba.literally(binary)")

@@ -235,6 +235,13 @@ def _shuffle(order, rng):
         order[i], order[j] = order[j], order[i]
 
 
+@jit(inline="always")
+def _check_binary(sizes, binary):
+    # binary is the network's: one output (a sigmoid) or K (a softmax)
+    if binary != (sizes[sizes.shape[0] - 1] == 1):
+        raise ValueError("binary must be whether the network has one output (sizes[-1] == 1)")
+
+
 def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, work, grad, order, cancel, done, binary):
     # Train one instance for losses.shape[0] epochs, or until cancel (1,) int64 is set: it is read
     # before every chunk of every step, so a cancelled span returns within a chunk's work.
@@ -244,6 +251,7 @@ def _train_span(params, moments, steps, rng, losses, X, T, sizes, act, hyper, wo
     # (the stall watchdog reads it); X (n, F), T (n, K), sizes (L+1,), hyper (H,); binary: K == 1
     numba.literally(act)    # compiled for the run's activation alone (layers._fused)
     numba.literally(binary)     # and for its output, one sigmoid or a softmax (layers._binary)
+    _check_binary(sizes, binary)
     n, F = X.shape
     K = T.shape[1]
     B = min(n, max(1, np.int64(hyper[BATCH_SIZE])))
@@ -290,8 +298,8 @@ train_span_gil = Specialised(jit(_train_span, nogil=False, cache=False), 8, 15)
 def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
                          order, cancel, done, binary):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
-    # T, sizes, act, cancel (1,) carries a leading instance axis (N, ...).  Each iteration writes
-    # only its rows.
+    # T, sizes, act, cancel (1,) and binary carries a leading instance axis (N, ...).  Each
+    # iteration writes only its rows.
     numba.literally(act)
     numba.literally(binary)
     for k in numba.prange(params.shape[0]):
@@ -308,6 +316,7 @@ def _predict_proba(proba, X, params, sizes, act, penalty, binary):
     # binary: K == 1
     numba.literally(act)
     numba.literally(binary)
+    _check_binary(sizes, binary)
     n = X.shape[0]
     C = min(n, CHUNK)
     work = np.empty(workspace_size_jit(sizes, C), dtype=params.dtype)

@@ -117,7 +117,7 @@ from fastffnn.kernels import layers
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 3))
 result = ff.train(X, (X[:, 0] > 0).astype(int), hidden=(4,), instances=2, epochs=1, backend="serial")
-result.ensemble.predict_proba(X)
+result.ensemble.predict_proba(X)     # compiles the binary prediction kernel too
 print(len(layers.sigmoid_xent.signatures), len(layers.softmax_xent.signatures))
 """
 
@@ -125,7 +125,8 @@ print(len(layers.sigmoid_xent.signatures), len(layers.softmax_xent.signatures))
 def test_a_binary_run_never_compiles_the_softmax(tmp_path):
     # the span and prediction kernels are compiled for one output or K (layers._binary, a
     # literal): a fresh process with an empty Numba cache trains and predicts two classes, and
-    # the softmax loss is never compiled -- nor typed, or it would have a signature
+    # the softmax loss is never compiled -- nor typed, or it would have a signature (prediction's
+    # softmax is inlined and leaves none to count; that it is chosen the same way is the overload)
     import os
     import subprocess
     import sys
@@ -138,6 +139,13 @@ def test_output_kernels_refuse_an_output_known_only_at_run_time():
     z = np.zeros((2, 1))
     with pytest.raises(numba.core.errors.TypingError, match="compile-time constant"):
         numba.njit(lambda p, z, b: layers.output_proba(p, z, 1.0, b))(z.copy(), z, True)
+
+
+def test_the_span_kernel_refuses_a_binary_flag_that_is_not_the_networks():
+    prob = Problem("relu", 3)
+    kernel = lambda *args: span.train_span(*args[:-1], True)        # noqa: E731 -- K = 3 is no sigmoid
+    with pytest.raises(ValueError, match="one output"):
+        prob.run(1, np.float64, kernel)
 
 
 def kernel_activation_forward(z, act, bias=None):
@@ -683,9 +691,9 @@ class Problem:
     else drawn."""
 
     def __init__(self, act, K, *, n=7, lr=0.25, l2=0.0, momentum=0.0, batch=None, penalty=1.5, seed=0,
-                 optimizer="sgd", beta1=0.875, beta2=1 - 2**-10, eps=2**-20, steps=0):
+                 optimizer="sgd", beta1=0.875, beta2=1 - 2**-10, eps=2**-20, steps=0, hidden=(4, 3)):
         rng = np.random.default_rng(seed)
-        self.sizes = (3, 4, 3, K)
+        self.sizes = (3, *hidden, K)
         self.act, self.code = act, naive.ACTIVATION_CODES[act]
         P = naive.n_params(self.sizes)
         self.X = draw(rng, (n, self.sizes[0]))
@@ -735,11 +743,14 @@ class Problem:
         return naive.fd_gradient(lambda p: self.data_loss(p, rows), params)
 
 
+@pytest.mark.parametrize("hidden", [(4, 3), (), (4, 1)])
 @pytest.mark.parametrize("K", [1, 3])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_one_full_batch_step_is_gradient_descent(act, K):
-    # momentum 0, l2 0: params' = params - lr * (finite-difference gradient of the naive loss)
-    prob = Problem(act, K, seed=K * 10 + naive.ACTIVATION_CODES[act])
+def test_one_full_batch_step_is_gradient_descent(act, K, hidden):
+    # momentum 0, l2 0: params' = params - lr * (finite-difference gradient of the naive loss);
+    # also with no hidden layer (the output layer is the first) and with a hidden layer of width 1
+    # before the output (its backward is dense_backward's, whatever the output)
+    prob = Problem(act, K, seed=K * 10 + naive.ACTIVATION_CODES[act], hidden=hidden)
     step = prob.lr * prob.fd_gradient(prob.params)
     assert np.abs(step).max() > 1e-2          # a step large enough for the check to mean something
     for dtype in DTYPES:

@@ -320,10 +320,21 @@ def test_plain_data_skips_sklearn_checks_with_the_same_result(data, monkeypatch)
     np.testing.assert_array_equal(Xf, Xc)
     np.testing.assert_array_equal(yf, yc)
     np.testing.assert_array_equal(classes, [0, 1])
-    for other in (X.astype(np.float32), np.asfortranarray(X), np.where(X > 1, np.nan, X)):
+    others = (X.astype(np.float32), X.astype(">f8"), np.asfortranarray(X), np.where(X > 1, np.nan, X),
+              np.where(X > 1, np.inf, X), X.view(np.memmap), X[:, :0])
+    for other in others:
         assert not api._checked_already(other, y, "float64")
-    assert not api._checked_already(X, y.astype(float), "float64")
-    assert not api._checked_already(X, y[:-1], "float64")
+    for labels in (y.astype(float), y.astype(bool), y[:-1], y[:, None]):
+        assert not api._checked_already(X, labels, "float64")
+    assert not api._checked_already(X[:1], y[:1], "float64")
+
+
+def test_plain_data_still_warns_of_labels_that_look_continuous():
+    # more than half the samples with a class of their own: scikit-learn's warning, on either path
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), np.arange(30) % 20
+    with pytest.warns(UserWarning, match="greater than 50%"):
+        api.check_data(X, y, "float64")
 
 
 def write_memmaps(X, tmp_path):
