@@ -130,6 +130,11 @@ def _output_layer_forward_overload(z, inp, weight, bias, binary):
     return lambda z, inp, weight, bias, binary: dense_forward(z, inp, weight, bias, IDENTITY)
 
 
+def _one_pass(act, binary) -> bool:
+    # one output after relu or leaky relu: the output layer's backward is output_backward (literals)
+    return _binary(binary) and _fused(act, FUSED_BACKWARD)
+
+
 def one_pass_output(act, binary):
     """Whether the output layer's backward is ``output_backward`` (overloaded below, a constant):
     one output after relu or leaky relu (``act``, the last hidden layer's activation)."""
@@ -137,7 +142,7 @@ def one_pass_output(act, binary):
 
 @overload(one_pass_output, prefer_literal=True, inline="always")
 def _one_pass_output_overload(act, binary):
-    one_pass = _binary(binary) and _fused(act, FUSED_BACKWARD)
+    one_pass = _one_pass(act, binary)
     return lambda act, binary: one_pass
 
 
@@ -148,7 +153,7 @@ def output_layer_backward(dinp, dweight, dbias, dz, inp, weight, weightT, act, b
 
 @overload(output_layer_backward, prefer_literal=True)
 def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
-    if _binary(binary) and _fused(act, FUSED_BACKWARD):
+    if _one_pass(act, binary):
         def impl(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
             output_backward(dinp, dweight, dbias, dz, inp, weight, act)
     else:

@@ -295,8 +295,8 @@ train_span_gil = Specialised(jit(_train_span, nogil=False, cache=False), 8, 15)
 
 
 @jit(parallel=True)
-def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad,
-                         order, cancel, done, binary):
+def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, act, hyper, work, grad, order,
+                    cancel, done, binary):
     # All N instances for epochs [e0, e1), one per prange iteration; every argument but e0, e1, X,
     # T, sizes, act, cancel (1,) and binary carries a leading instance axis (N, ...).  Each
     # iteration writes only its rows.
@@ -304,7 +304,7 @@ def _spans_parallel(params, moments, steps, rng, losses, e0, e1, X, T, sizes, ac
     numba.literally(binary)
     for k in numba.prange(params.shape[0]):
         _span(params[k], moments[k], steps[k:k + 1], rng[k], losses[k, e0:e1], X, T, sizes, act, hyper[k],
-                   work[k], grad[k], order[k], cancel, done[k:k + 1], binary)
+              work[k], grad[k], order[k], cancel, done[k:k + 1], binary)
 
 
 train_spans_parallel = Specialised(_spans_parallel, 10, 17)
