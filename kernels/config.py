@@ -149,3 +149,10 @@ LR, L2, MOMENTUM, BATCH_SIZE, PENALTY, OPTIMIZER, BETA1, BETA2, EPS = (
     HYPER_COLUMNS.index(name) for name in
     ("lr", "l2", "momentum", "batch_size", "penalty", "optimizer", "beta1", "beta2", "eps"))
 N_HYPER = len(HYPER_COLUMNS)
+
+# One optimizer step's coefficients, in the dtype of the parameters (``span._coefficients``), as
+# both forms of the step read them: span's loops over the parameters and the step epilogues of
+# gemm's weight gradients.  Adam's bias corrections are in the step size and the root:
+# p -= size * m / (sqrt(v) * root + eps), size = lr / (1 - b1^t), root = 1 / sqrt(1 - b2^t).
+STEP_COLUMNS = ("lr", "l2", "momentum", "beta1", "beta2", "eps", "size", "root")
+S_LR, S_L2, S_MOMENTUM, S_BETA1, S_BETA2, S_EPS, S_SIZE, S_ROOT = range(len(STEP_COLUMNS))

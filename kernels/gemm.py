@@ -13,7 +13,8 @@ copies what its tiles share into contiguous panels, as GotoBLAS packs
 (``_define_packed``), so that rows of an operand a power of two apart do not evict one another
 from L1.  The block may end in
 an epilogue (``gemm_fused``): bias and relu after the forward product, the relu derivative after
-the input gradient, so no pass over memory is spent on either.
+the input gradient, so no pass over memory is spent on either; and after a weight gradient, the
+optimizer's step on the weights (``gemm_step``), so the gradient is never stored.
 
 All of that is one native function per dtype (``gemm_native``), compiled once -- a C callback,
 cached like every kernel -- and called by its name (``link``).  Numba links into each compiled
@@ -32,7 +33,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from .config import cfunc, jit
+from .config import S_L2, STEP_COLUMNS, cfunc, jit
 
 VECTOR_BYTES = 32           # one AVX2 register; LLVM splits it where the CPU has narrower ones
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
@@ -46,8 +47,10 @@ _I64 = ir.IntType(64)
 PANEL_K = 256               # the longest reduction a packed panel holds (the kernels': a chunk, a fan-in)
 PACK_TILES = 8              # the fewest tiles that share a packed panel (measured)
 PACK_BYTES = 16 * 1024      # the smallest W whose panels are packed: a smaller one stays in L1 (measured)
-# The epilogues, as gemm_fused takes them (any integer, constant or not)
-NONE, ACT, GATE = 0, 1, 2
+# The epilogues, as gemm_fused and gemm_step take them (any integer, constant or not): none, the
+# forward's and the input gradient's (gemm_fused); the optimizer's step on a weight from its
+# gradient, for plain SGD, SGD with momentum and Adam (gemm_step, a weight gradient's)
+NONE, ACT, GATE, PLAIN_STEP, MOMENTUM_STEP, ADAM_STEP = 0, 1, 2, 3, 4, 5
 # Row counts of the tile shapes: a full block; a pair, for the rows past the last block (a 1-row
 # tile over a long reduction is bound by the multiply-add latency with only NV chains); one row,
 # for an odd row left; and the full block of a small float64 A @ W (ROWS_F64_SMALL), which is
@@ -56,29 +59,33 @@ BLOCK, PAIR, ROW, SMALL = 0, 1, 2, 3
 _SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1), (ROWS_F64_SMALL, ROWS_F32))
 
 
-def _define_tile(module, fty, rows):
+def _define_tile(module, fty, rows, steps):
     """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
-    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope)``: out[m, n] (+)= sum_k a[m * a_row +
-    k * a_k] * w[k * ldw + n] for a ``rows x NV vectors`` block, then the epilogue on the block in
-    registers before it is stored:
+    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope, fty* first, fty* second, fty* coef)``: out[m, n]
+    (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a ``rows x NV vectors`` block, then the
+    epilogue on the block in registers before it is stored:
 
     - ``NONE``;
     - ``ACT``: v = v + vec[n]; v = v if v > 0 else slope * v -- the bias, then relu (slope 0: a
       NaN stays NaN), leaky relu, or identity (slope 1);
     - ``GATE``: v = v if gate[m * ldg + n] > 0 else slope * v -- the relu / leaky relu
-      derivative, gate being the activation.
+      derivative, gate being the activation;
+    - where ``steps`` (the tiles of a weight gradient, ``A.T @ W``), ``PLAIN_STEP``,
+      ``MOMENTUM_STEP``, ``ADAM_STEP``: v is the gradient of the weight gate (its moments first,
+      second, all ldg apart), which takes the optimizer's step in place with the coefficients
+      coef (``_emit_step``); out is not written.
 
     The epilogue is chosen after the reduction, by a switch that one product always takes the
     same way.  Defined once per LLVM module (internal, always inlined)."""
-    name = f"fastffnn_tile_{fty}_{rows}"
+    name = f"fastffnn_tile_{fty}_{rows}{'_steps' if steps else ''}"
     if name in module.globals:
         return module.globals[name]
     ptr = fty.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64, ir.IntType(1),
-                                                             _I64, ptr, ptr, _I64, fty]), name)
+                                                             _I64, ptr, ptr, _I64, fty, ptr, ptr, ptr]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope = fn.args
+    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, first, second, coef = fn.args
     for p in (out, a, w):
         p.add_attribute("noalias")
     vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
@@ -164,7 +171,49 @@ def _define_tile(module, fty, rows):
     b.position_at_end(gated)
     store(scaled([b.load(vector_at(gate, b.add(b.mul(const(m), ldg), const(n * vl))), align=align)
                   for m, n in blocks], accs))
+    if steps:
+        for code in (PLAIN_STEP, MOMENTUM_STEP, ADAM_STEP):
+            block = fn.append_basic_block(f"step{code}")
+            switch.add_case(const(code), block)
+            b.position_at_end(block)
+            coefs = [splat(b.load(b.gep(coef, [const(i)]), align=align)) for i in range(len(STEP_COLUMNS))]
+            decays = b.fcmp_ordered("!=", b.load(b.gep(coef, [const(S_L2)]), align=align), ir.Constant(fty, 0.0))
+            for (m, n), g in zip(blocks, accs):
+                at = b.add(b.mul(const(m), ldg), const(n * vl))
+                _emit_step(b, code, g, *(vector_at(x, at) for x in (gate, first, second)), coefs, decays, align)
+            b.ret_void()
     return fn
+
+
+def _emit_step(b, code, g, weight, first, second, coef, decays, align):
+    """The optimizer's step in LLVM IR on one vector of weights at ``weight`` from their gradient
+    g, the moments at first, second (vectors as well), coef the splat coefficients (``STEP_COLUMNS``)
+    and ``decays`` whether L2 is on: the arithmetic of ``span._step_range`` in the same order, so
+    a weight takes the same step in the epilogue as in span's loops."""
+    def fma(x, y, z):       # x * y + z, contracted as the Numba loops' are
+        return b.fadd(b.fmul(x, y, flags=("contract",)), z, flags=("contract",))
+
+    lr, l2, mu, b1, b2, eps, size, root = coef
+    w = b.load(weight, align=align)
+    g = b.select(decays, fma(l2, w, g), g)
+    if code == PLAIN_STEP:
+        w = b.fsub(w, b.fmul(lr, g, flags=("contract",)), flags=("contract",))
+    elif code == MOMENTUM_STEP:
+        f = b.fsub(b.fmul(mu, b.load(first, align=align), flags=("contract",)), b.fmul(lr, g, flags=("contract",)),
+                   flags=("contract",))
+        b.store(f, first, align=align)
+        w = b.fadd(w, f)
+    else:
+        one = ir.Constant(g.type, [1.0] * g.type.count)
+        m = fma(b1, b.load(first, align=align), b.fmul(b.fsub(one, b1), g, flags=("contract",)))
+        v = fma(b2, b.load(second, align=align), b.fmul(b.fsub(one, b2), b.fmul(g, g), flags=("contract",)))
+        b.store(m, first, align=align)
+        b.store(v, second, align=align)
+        vty = g.type
+        sqrt = cgutils.get_or_insert_function(b.module, ir.FunctionType(vty, [vty]),
+                                              f"llvm.sqrt.v{vty.count}{'f64' if isinstance(vty.element, ir.DoubleType) else 'f32'}")
+        w = b.fsub(w, b.fdiv(b.fmul(size, m), fma(b.call(sqrt, [v]), root, eps)))
+    b.store(w, weight, align=align)
 
 
 def _tiles_function(module, name, fty):
@@ -172,7 +221,7 @@ def _tiles_function(module, name, fty):
     and a builder at its entry."""
     ptr = fty.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
-                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64]), name)
+                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64, ptr, ptr, ptr]), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     for p in (fn.args[0], fn.args[2], fn.args[4]):     # out, a, w
@@ -182,11 +231,12 @@ def _tiles_function(module, name, fty):
 
 def _define_tiles(module, fty, rows, trans, packs):
     """``void tiles(fty* out, i64 ldo, fty* a, i64 lda, fty* w, i64 ldw, i64 K, i1 acc, i64
-    epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb)``: rows r0:r1 of
-    out in tiles of ``rows`` rows (r1 - r0 a multiple of it), columns 0:cb in tiles of a vector
-    pair (cb a multiple of it), each tile the inlined ``_define_tile``; a is A (R, lda), or A.T
-    for A (K, lda) when ``trans``; vec and gate at out's first element (vec: the bias at column 0;
-    gate: the gate's first element).  A product large enough to pay for copying panels is handed
+    epilogue, fty* vec, fty* gate, i64 ldg, fty slope, i64 r0, i64 r1, i64 cb, fty* first, fty*
+    second, fty* coef)``: rows r0:r1 of out in tiles of ``rows`` rows (r1 - r0 a multiple of it),
+    columns 0:cb in tiles of a vector pair (cb a multiple of it), each tile the inlined
+    ``_define_tile``; a is A (R, lda), or A.T for A (K, lda) when ``trans`` (whose tiles take the
+    step epilogues too); vec, gate, first and second at out's first element (vec: the bias at
+    column 0; gate: the gate's or the weight's first element); coef the step's coefficients.  A product large enough to pay for copying panels is handed
     to ``_define_packed``'s function when ``packs``.
 
     The loops are LLVM IR too, in a function of their own that is never inlined: one per shape,
@@ -222,12 +272,13 @@ def _define_tiles(module, fty, rows, trans, packs):
 
 def _tiles_in_place(b, module, fty, rows, args, trans):
     # the tiles row block by row block, reading A and W where they are
-    _, _, a, lda, w, ldw, _, _, _, _, _, _, _, r0, r1, cb = args
+    _, _, a, lda, w, ldw, _, _, _, _, _, _, _, r0, r1, cb, _, _, _ = args
     one = ir.Constant(_I64, 1)
     a_row, a_k = (one, lda) if trans else (lda, one)
     with cgutils.for_range_slice(b, r0, r1, ir.Constant(_I64, rows), _I64) as (r, _):
         with cgutils.for_range_slice(b, ir.Constant(_I64, 0), cb, ir.Constant(_I64, NV * _lanes(fty)[0]), _I64) as (c, _):
-            _call_tile(b, module, fty, rows, args, r, c, b.gep(a, [b.mul(r, a_row)]), a_row, a_k, b.gep(w, [c]), ldw)
+            _call_tile(b, module, fty, rows, args, r, c, b.gep(a, [b.mul(r, a_row)]), a_row, a_k, b.gep(w, [c]), ldw,
+                       trans)
 
 
 def _define_packed(module, fty, rows, trans):
@@ -260,11 +311,17 @@ def _define_packed(module, fty, rows, trans):
         b.store(b.load(source, align=itemsize), target, align=itemsize)
 
     def pack_block(r, to):
-        # A.T's rows r:r + rows, columns of A lda apart, into a contiguous K x rows panel at to
+        # A.T's rows r:r + rows, columns of A lda apart, into a contiguous K x rows panel at to:
+        # one vector copy per step of the reduction for a power-of-two count of rows (float32's
+        # 4, 2-4 % faster on the wide network's weight gradients), else element by element
+        # (float64's 6, where the 4 + 2 vectors measured slower)
         with cgutils.for_range_slice(b, const(0), K, const(1), _I64) as (k, _):
             column, at = b.gep(a, [b.add(b.mul(k, lda), r)]), b.gep(to, [b.mul(k, const(rows))])
-            for i in range(rows):
-                copy(b.gep(column, [const(i)]), b.gep(at, [const(i)]))
+            if rows & (rows - 1) == 0:
+                copy(*(b.bitcast(x, ir.VectorType(fty, rows).as_pointer()) for x in (column, at)))
+            else:
+                for i in range(rows):
+                    copy(b.gep(column, [const(i)]), b.gep(at, [const(i)]))
 
     # the panels on the stack, allocated on entry: W's columns (A @ W, and A.T @ W in float32) or
     # A.T's block (A.T @ W in float64)
@@ -279,7 +336,7 @@ def _define_packed(module, fty, rows, trans):
                 for n in range(NV):
                     copy(*(b.bitcast(b.gep(x, [const(n * vl)]), vty.as_pointer()) for x in (row, to)))
             with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
-                _call_tile(b, module, fty, rows, args, r, c, a_block(r), a_row, a_k, panel, const(NV * vl))
+                _call_tile(b, module, fty, rows, args, r, c, a_block(r), a_row, a_k, panel, const(NV * vl), trans)
 
     if not trans:
         sweep_columns(lambda r: b.gep(a, [b.mul(r, lda)]), lda, const(1))
@@ -287,7 +344,7 @@ def _define_packed(module, fty, rows, trans):
         with cgutils.for_range_slice(b, r0, r1, const(rows), _I64) as (r, _):
             pack_block(r, panel)
             with cgutils.for_range_slice(b, const(0), cb, const(NV * vl), _I64) as (c, _):
-                _call_tile(b, module, fty, rows, args, r, c, panel, const(1), const(rows), b.gep(w, [c]), ldw)
+                _call_tile(b, module, fty, rows, args, r, c, panel, const(1), const(rows), b.gep(w, [c]), ldw, trans)
     else:
         i8p = ir.IntType(8).as_pointer()
         malloc = cgutils.get_or_insert_function(module, ir.FunctionType(i8p, [_I64]), "malloc")
@@ -316,27 +373,30 @@ def _lanes(fty):
     return VECTOR_BYTES // itemsize, itemsize
 
 
-def _call_tile(b, module, fty, rows, args, r, c, a_block, a_row, a_k, w_block, ldw):
+def _call_tile(b, module, fty, rows, args, r, c, a_block, a_row, a_k, w_block, ldw, trans):
     # the tile at row r, column c of out, reading A's block at a_block (a_row, a_k apart) and W's
-    # columns at w_block (ldw apart); the bias from column c, the gate element where the tile
-    # starts in out
+    # columns at w_block (ldw apart); the bias from column c, the elements of gate, first and
+    # second where the tile starts in out, the step's coefficients
     out, ldo, _, _, _, _, K, acc, epilogue, vec, gate, ldg, slope = args[:13]
-    b.call(_define_tile(module, fty, rows),
+    first, second, coef = args[16:19]
+    at = b.add(b.mul(r, ldg), c)
+    b.call(_define_tile(module, fty, rows, trans),
            [b.gep(out, [b.add(b.mul(r, ldo), c)]), ldo, a_block, a_row, a_k, w_block, ldw, K, acc, epilogue,
-            b.gep(vec, [c]), b.gep(gate, [b.add(b.mul(r, ldg), c)]), ldg, slope])
+            b.gep(vec, [c]), b.gep(gate, [at]), ldg, slope, b.gep(first, [at]), b.gep(second, [at]), coef])
 
 
 @intrinsic(prefer_literal=True)
-def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, cb, trans, shape):
+def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, first, second, r0, r1, cb, trans, shape):
     """Rows r0:r1 of out, columns 0:cb, of op(A) @ W in tiles of ``shape`` (op(A) = A, or A.T when
     ``trans``; both compile-time constants; ``_define_tiles``) with ``epilogue``; ``ACT`` reads the
-    bias ``vec`` (O,), ``GATE`` the gate ``mat`` (shaped like out); both ``slope``."""
+    bias ``vec`` (O,), ``GATE`` the gate ``mat`` (shaped like out), both ``slope``; a step the
+    coefficients ``vec``, the weight ``mat`` and its moments ``first``, ``second`` (shaped like out)."""
     if not (isinstance(shape, types.IntegerLiteral) and isinstance(trans, types.BooleanLiteral)):
         raise TypingError("gemm tile: the tile shape and trans must be compile-time constants")
     transposed = trans.literal_value
 
     def codegen(context, builder, sig, args):
-        out_, A_, W_, acc_, epilogue_, vec_, mat_, slope_, r0_, r1_, cb_ = args[:11]
+        out_, A_, W_, acc_, epilogue_, vec_, mat_, slope_, first_, second_, r0_, r1_, cb_ = args[:13]
         dtype = sig.args[0].dtype
         fty = context.get_value_type(dtype)
         double = isinstance(fty, ir.DoubleType)
@@ -356,15 +416,15 @@ def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, r0, r1, 
                           cgutils.unpack_tuple(builder, array(2).shape)[0], acc_,
                           context.cast(builder, epilogue_, sig.args[4], types.int64), array(5).data,
                           array(6).data, row_stride(6), context.cast(builder, slope_, sig.args[7], dtype),
-                          r0_, r1_, cb_])
+                          r0_, r1_, cb_, array(8).data, array(9).data, array(5).data])
         return context.get_dummy_value()
 
     i64 = types.int64
-    return types.void(out, A, W, types.boolean, i64, vec, mat, slope, i64, i64, i64, trans, shape), codegen
+    return types.void(out, A, W, types.boolean, i64, vec, mat, slope, first, second, i64, i64, i64, trans, shape), codegen
 
 
 @jit(inline="always")
-def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
+def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, R, cb, trans):
     # out[:, :cb] of op(A) @ W: the full blocks, then the pairs and the single row past them
     small = out.itemsize == 8 and not trans and W.size * W.itemsize < PACK_BYTES
     rows = ROWS_F64_SMALL if small else (ROWS_F64 if out.itemsize == 8 else ROWS_F32)
@@ -372,11 +432,11 @@ def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, R, cb, trans):
     rp = rb + (R - rb) // 2 * 2
     if small:
         # (typed for every dtype and trans, run only where small: float32 and A.T lower it as BLOCK)
-        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, SMALL)
+        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, 0, rb, cb, trans, SMALL)
     else:
-        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, 0, rb, cb, trans, BLOCK)
-    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rb, rp, cb, trans, PAIR)
-    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, rp, R, cb, trans, ROW)
+        _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, 0, rb, cb, trans, BLOCK)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, rb, rp, cb, trans, PAIR)
+    _tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, rp, R, cb, trans, ROW)
 
 
 @jit(inline="always")
@@ -396,17 +456,19 @@ def _gemm_column(out, A, trans_a, w):
             out[r] = s
 
 
-def gemm_native(out_p, a_p, w_p, vec_p, mat_p, R, C, K, trans_a, accumulate, epilogue, slope):
-    # gemm_fused on the arrays at these pointers, all C-contiguous: out (R, C); A (R, K), or
-    # (K, R) when trans_a; W (K, C); vec (C,); mat (R, C).  Compiled as a C callback (``link``).
+def gemm_native(out_p, a_p, w_p, vec_p, mat_p, first_p, second_p, R, C, K, trans_a, accumulate, epilogue, slope):
+    # gemm_fused or gemm_step on the arrays at these pointers, all C-contiguous: out (R, C); A (R, K),
+    # or (K, R) when trans_a; W (K, C); vec (C,), or the step's coefficients; mat, first, second
+    # (R, C).  Compiled as a C callback (``link``).
     out, W, vec, mat = carray(out_p, (R, C)), carray(w_p, (K, C)), carray(vec_p, C), carray(mat_p, (R, C))
+    first, second = carray(first_p, (R, C)), carray(second_p, (R, C))
     A = carray(a_p, (K, R) if trans_a else (R, K))
     cb = C - C % (NV * VECTOR_BYTES // out.itemsize)
     acc = accumulate != 0
     if trans_a:
-        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, True)
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, first, second, R, cb, True)
     else:
-        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, R, cb, False)
+        _all_tiles(out, A, W, acc, epilogue, vec, mat, slope, first, second, R, cb, False)
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
@@ -446,23 +508,16 @@ def link(dtype):
     name = f"fastffnn_gemm_{dtype}"
     if dtype not in _NATIVE:
         p, i64 = types.CPointer(dtype), types.int64
-        native = cfunc(gemm_native, types.void(p, p, p, p, p, i64, i64, i64, i64, i64, i64, types.float64))
+        native = cfunc(gemm_native, types.void(p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, types.float64))
         llvm.add_symbol(name, native.address)
         _NATIVE[dtype] = native
     return name
 
 
 @intrinsic
-def gemm_fused(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
-    """out (R, C) = op(A) @ W, added to out when accumulate; op(A) = A (R, K), or A.T for A (K, R)
-    when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
-
-    - epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
-    - epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
-
-    A call of the native gemm of the dtype (``link``); vec (C,) and mat (R, C) are read only by
-    their epilogue."""
-    arrays = (out, A, W, vec, mat)
+def _gemm_call(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, first, second, slope):
+    # the native gemm of the dtype (``link``) on these arrays: gemm_fused's and gemm_step's
+    arrays = (out, A, W, vec, mat, first, second)
     if not all(isinstance(x, types.Array) and x.layout == "C" for x in arrays) or \
             len({x.dtype for x in arrays}) != 1 or out.dtype not in (types.float64, types.float32):
         raise TypingError(f"gemm: C-contiguous float64 or float32 arrays of one dtype, got {arrays}")
@@ -471,7 +526,7 @@ def gemm_fused(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, sl
         dtype = sig.args[0].dtype
         ptr = context.get_value_type(dtype).as_pointer()
         fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr] * 5 + [_I64] * 6 + [ir.DoubleType()]), link(dtype))
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr] * 7 + [_I64] * 6 + [ir.DoubleType()]), link(dtype))
 
         def data(i):
             return cgutils.create_struct_proxy(sig.args[i])(context, builder, value=args[i]).data
@@ -482,11 +537,46 @@ def gemm_fused(typingctx, out, A, trans_a, W, accumulate, epilogue, vec, mat, sl
 
         (R, C), K = shape(0), shape(3)[0]
         flags = [context.cast(builder, args[i], sig.args[i], types.int64) for i in (2, 4, 5)]
-        builder.call(fn, [data(0), data(1), data(3), data(6), data(7), R, C, K, *flags,
-                          context.cast(builder, args[8], sig.args[8], types.float64)])
+        builder.call(fn, [data(0), data(1), data(3), data(6), data(7), data(8), data(9), R, C, K, *flags,
+                          context.cast(builder, args[10], sig.args[10], types.float64)])
         return context.get_dummy_value()
 
-    return types.void(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope), codegen
+    return types.void(out, A, trans_a, W, accumulate, epilogue, vec, mat, first, second, slope), codegen
+
+
+@jit(inline="always")
+def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
+    """out (R, C) = op(A) @ W, added to out when accumulate; op(A) = A (R, K), or A.T for A (K, R)
+    when trans_a; W (K, C).  All C-contiguous, one dtype.  Then, on each element v of out:
+
+    - epilogue ACT:  v += vec[c]; v = v if v > 0 else slope * v   (bias and relu / leaky / identity)
+    - epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
+
+    A call of the native gemm of the dtype (``link``); vec (C,) and mat (R, C) are read only by
+    their epilogue."""
+    _gemm_call(out, A, trans_a, W, accumulate, epilogue, vec, mat, out, out, slope)
+
+
+@jit(inline="always")
+def steps_in_epilogue(C, itemsize):
+    """Whether a weight gradient of C columns (a layer's fan-out) of this itemsize can take the
+    optimizer's step in its epilogue (``gemm_step``): every column in a tile, none left to the
+    plain-Numba columns past them."""
+    return C % (NV * VECTOR_BYTES // itemsize) == 0
+
+
+@jit(inline="always")
+def gemm_step(grad, A, W, accumulate, step):
+    """The weight gradient grad (R, C) = A.T @ W for A (K, R), W (K, C), added to grad when
+    accumulate, as ``gemm``; then the optimizer's step of ``step`` = (code, weight, first, second,
+    coef) where code is ``PLAIN_STEP``, ``MOMENTUM_STEP`` or ``ADAM_STEP`` (``NONE``: the gradient
+    alone): on weight (R, C) and its moments first, second (R, C) from that gradient, block by
+    block in the epilogue while it is in registers, with the coefficients coef
+    (``config.STEP_COLUMNS``); grad is then not written.  A step needs ``steps_in_epilogue(C,
+    itemsize)``.  Every weight takes the step of ``span._step_range``; the divisions and square
+    roots of Adam's run beside the next block's multiply-adds."""
+    code, weight, first, second, coef = step
+    _gemm_call(grad, A, True, W, accumulate, code, coef, weight, first, second, 0.0)
 
 
 @intrinsic
@@ -529,4 +619,4 @@ def transpose_block(typingctx, outT, x, r0, c0):
 @jit(inline="always")
 def gemm(out, A, trans_a, W, accumulate):
     # gemm_fused without an epilogue
-    gemm_fused(out, A, trans_a, W, accumulate, NONE, out.reshape(out.size), out, 0.0)
+    _gemm_call(out, A, trans_a, W, accumulate, NONE, out.reshape(out.size), out, out, out, 0.0)

@@ -2,7 +2,8 @@
 
 Dimensions: B = samples in the batch, I = fan_in, O = fan_out, K = outputs.
 Argument order follows llm.c: outputs first, then inputs and weights.  Backward kernels
-*accumulate* into weight/bias gradients (cleared once per step) and *overwrite* the input gradient.
+*accumulate* into weight/bias gradients -- or overwrite them, ``accumulate`` False (a step's first
+chunk) -- and *overwrite* the input gradient.
 
 All three products of a layer -- the forward pass, the weight gradient and the input gradient --
 are one ``gemm`` (``kernels/gemm.py``) with no transposed copy of an activation or a delta: the
@@ -18,7 +19,7 @@ from numba.extending import overload
 
 from .config import CONTRACT, IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, TANH, jit
 from .elementary import exp_nonpositive, log1p_unit
-from .gemm import ACT, GATE, VECTOR_BYTES, gemm, gemm_fused, transpose_block
+from .gemm import ACT, GATE, VECTOR_BYTES, gemm, gemm_fused, gemm_step, transpose_block
 
 
 @jit(inline="always")
@@ -146,30 +147,38 @@ def _one_pass_output_overload(act, binary):
     return lambda act, binary: one_pass
 
 
-def output_layer_backward(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+def output_layer_backward(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
     """The output layer's backward (overloaded below): ``output_backward`` where
-    ``one_pass_output``, else ``dense_backward`` (which reads ``weightT``)."""
+    ``one_pass_output`` (one output, so its step is ``NONE``; it reads the weight, step[1]), else
+    ``dense_backward`` (which reads ``weightT``); accumulate and step as dense_backward's."""
 
 
 @overload(output_layer_backward, prefer_literal=True)
-def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
+def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
     if _one_pass(act, binary):
-        def impl(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
-            output_backward(dinp, dweight, dbias, dz, inp, weight, act)
+        def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
+            if not accumulate:
+                dweight[:] = 0.0
+                dbias[:] = 0.0
+            output_backward(dinp, dweight, dbias, dz, inp, step[1], act)
     else:
-        def impl(dinp, dweight, dbias, dz, inp, weight, weightT, act, binary):
-            dense_backward(dinp, dweight, dbias, dz, inp, weightT, act)
+        def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
+            dense_backward(dinp, dweight, dbias, dz, inp, weightT, act, accumulate, step)
     return impl
 
 
 @jit(inline="always")
-def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
-    # dweight (I, O) += inp^T @ dout; dbias (O,) += column sums of dout
+def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, accumulate, step):
+    # dweight (I, O) += inp^T @ dout, or the optimizer's step from that gradient: step is
+    #   gemm_step's (code, weight, first, second, coef), code NONE for the gradient alone;
+    #   dbias (O,) += column sums of dout; both overwritten instead when not accumulate
     # dinp (B, I) overwritten with (dout @ weight^T) * act'(inp), the gradient w.r.t. the previous
     #   layer's pre-activation; pass dinp of shape (0, I) to skip it (the first layer)
     # dout (B, O): gradient w.r.t. this layer's pre-activation; inp (B, I): this layer's input;
     # weightT (O, I): the weight transposed; act: the previous layer's activation, a literal (_fused)
-    gemm(dweight, inp, True, dout, True)
+    gemm_step(dweight, inp, dout, accumulate, step)
+    if not accumulate:
+        dbias[:] = 0.0
     column_sums(dbias, dout)
     if dinp.shape[0] == 0:
         return

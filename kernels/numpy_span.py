@@ -72,7 +72,7 @@ def _step(params, moments, steps, views, X, T, act, hyper):
     grad = np.concatenate([g.ravel() for pair in reversed(grads) for g in pair])
     steps[0] += 1
     if hyper[OPTIMIZER] == ADAM:
-        # as span._adam: bias corrections in float64, then the dtype's
+        # as span._coefficients and _step_range: bias corrections in float64, the step in the dtype
         b1, b2, t = hyper[BETA1], hyper[BETA2], int(steps[0])
         m, v = moments
         m[:] = b1 * m + (1 - b1) * grad

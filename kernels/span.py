@@ -6,19 +6,22 @@ I/O = a layer's fan_in/fan_out.
 
 One instance's parameters are one flat buffer ``params`` (P,), laid out as ``kernels/layout.py``
 says; its optimizer state is ``moments`` (2, P), laid out like it, and ``steps`` (1,) int64, the
-steps taken (``_update`` says what each optimizer keeps there).  ``work`` (W,) is the
-per-instance scratch allocated once by the driver (``workspace_size``): for each layer its
-activations and deltas (C, O) for a chunk of C = min(B, CHUNK) rows, and its weight transposed
-(O, I); then a gathered batch of
-X (B, F) and of T (B, K), and the per-sample losses (B,).  Nothing is allocated inside the epoch
-loop but the packing buffer of a large float32 weight gradient (``gemm._define_packed``).
+steps taken (``_update`` says what each optimizer keeps there); ``grad`` (P,) is scratch for the
+gradient, laid out like them.  ``work`` (W,) is the per-instance scratch allocated once by the
+driver (``workspace_size``): for each layer its activations and deltas (C, O) for a chunk of
+C = min(B, CHUNK) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
+of T (B, K), the per-sample losses (B,), and the step's coefficients (``_coefficients``).
+Nothing is allocated inside the epoch loop but the packing buffer of a large float32 weight
+gradient (``gemm._define_packed``).
 """
 import math
 
 import numba
 import numpy as np
 
-from .config import ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, Specialised, jit
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, S_BETA1,
+                     S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE, STEP_COLUMNS, Specialised, jit)
+from .gemm import ADAM_STEP, MOMENTUM_STEP, NONE, PLAIN_STEP, steps_in_epilogue
 from .layout import layer_offset_jit
 from .layers import (
     dense_backward,
@@ -88,10 +91,25 @@ def _batch_buffers(work, sizes, B):
 
 @jit
 def workspace_size_jit(sizes, batch):
-    total = batch * (sizes[0] + sizes[-1] + 1)
+    total = batch * (sizes[0] + sizes[-1] + 1) + len(STEP_COLUMNS)
     for l in range(sizes.shape[0] - 1):
         total += _layer_size(sizes, l, min(batch, CHUNK))
     return total
+
+
+@jit
+def _coefficients(work, hyper, t):
+    # the coefficients of step t (config.STEP_COLUMNS) into the last slots of work, in its dtype
+    # (Adam's bias corrections computed in float64: b^t of a float32 b would lose digits), and the
+    # step's code for gemm_step: the view and the code
+    coef = work[work.shape[0] - len(STEP_COLUMNS):]
+    coef[S_LR], coef[S_L2], coef[S_MOMENTUM] = hyper[LR], hyper[L2], hyper[MOMENTUM]
+    if hyper[OPTIMIZER] != ADAM:
+        return coef, (PLAIN_STEP if hyper[MOMENTUM] == 0.0 else MOMENTUM_STEP)
+    b1, b2 = np.float64(hyper[BETA1]), np.float64(hyper[BETA2])
+    coef[S_BETA1], coef[S_BETA2], coef[S_EPS] = b1, b2, hyper[EPS]
+    coef[S_SIZE], coef[S_ROOT] = hyper[LR] / (1.0 - b1 ** t), 1.0 / math.sqrt(1.0 - b2 ** t)
+    return coef, ADAM_STEP
 
 
 @jit
@@ -118,13 +136,15 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     # its chunks.
     # The batch goes through forward and backward CHUNK rows at a time, the gradient accumulating
     # over chunks: the activations and deltas of a chunk stay in L2 whatever B is, so instances on
-    # different cores do not compete for the shared cache.
+    # different cores do not compete for the shared cache.  The last chunk's weight gradients
+    # take the optimizer's step in their epilogue where they can (gemm.gemm_step): their
+    # gradients are not written, and the step makes no pass of its own over those weights.
     B = X.shape[0]
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
     scale = 1.0 / B
     C = min(B, CHUNK)
-    grad[:] = 0.0
+    coef, code = _coefficients(work, hyper, steps[0] + 1)
     for l in range(1, L):
         # the weights transposed for the input gradients (the first layer needs none, nor does
         # output_backward)
@@ -144,65 +164,76 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
         for l in range(L - 1, -1, -1):
             dweight, dbias = _layer(grad, sizes, l)
             _, dout, weightT = _buffers(work, sizes, l, C, m)
+            weight, _ = _layer(params, sizes, l)
+            if r1 == B and steps_in_epilogue(sizes[l + 1], params.itemsize):
+                step = (code, weight, _layer(first, sizes, l)[0], _layer(second, sizes, l)[0], coef)
+            else:
+                step = (NONE, weight, weight, weight, coef)      # the gradient alone (no moments read)
             if l == 0:
-                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act)
+                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act, r0 > 0, step)
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
                 if l == L - 1:
-                    output_layer_backward(dinp, dweight, dbias, dout, inp, _layer(params, sizes, l)[0], weightT, act,
-                                          binary)
+                    output_layer_backward(dinp, dweight, dbias, dout, inp, weightT, act, binary, r0 > 0, step)
                 else:
-                    dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
-    _update(params, first, second, steps, grad, sizes, hyper)
+                    dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, r0 > 0, step)
+    _update(params, first, second, steps, grad, sizes, coef, code)
     return True
 
 
-@jit(error_model="numpy")       # Adam's division vectorises (config.jit); nothing else divides
-def _update(params, first, second, steps, grad, sizes, hyper):
-    # one step of the row's optimizer on params (P,) from the data-loss gradient grad (P,), both in
-    # place; L2 on the weights (not the biases) is added to grad first -- coupled, as torch.optim's
-    # weight_decay, not AdamW's decoupled decay.  The moments first, second (P,), in place: SGD's
-    # velocity (second unused), Adam's first and second moments; steps (1,) int64 counts the steps,
-    # Adam's t.
-    lr, l2, mu = hyper[LR], hyper[L2], hyper[MOMENTUM]
-    if l2 != 0.0:
-        for l in range(sizes.shape[0] - 1):
-            weight, _ = _layer(params, sizes, l)
-            dweight, _ = _layer(grad, sizes, l)
-            for i in range(weight.shape[0]):
-                for j in range(weight.shape[1]):
-                    dweight[i, j] += l2 * weight[i, j]
+@jit
+def _update(params, first, second, steps, grad, sizes, coef, code):
+    # the optimizer's step (code: gemm's PLAIN_STEP, MOMENTUM_STEP or ADAM_STEP; coefficients coef,
+    # _coefficients') on params (P,) from the data-loss gradient grad (P,): on every parameter but
+    # the weights whose gradient took it in its epilogue (those of a fan-out steps_in_epilogue
+    # admits, _step), in as few runs of consecutive parameters as those leave.  L2 on the weights (not the biases) is added to their
+    # gradient first -- coupled, as torch.optim's weight_decay, not AdamW's decoupled decay.  The
+    # moments first, second (P,), in place: SGD's velocity (second unused), Adam's first and second
+    # moments; steps (1,) int64 counts the steps, Adam's t.
+    L, l2 = sizes.shape[0] - 1, coef[S_L2]
+    run = 0         # the first parameter not yet stepped
+    for l in range(L):
+        start = layer_offset_jit(sizes, l)
+        bias = start + sizes[l] * sizes[l + 1]
+        if steps_in_epilogue(sizes[l + 1], params.itemsize):
+            _step_range(params[run:start], first[run:start], second[run:start], grad[run:start], coef, code)
+            run = bias
+        elif l2 != 0.0:
+            dweight, weight = grad[start:bias], params[start:bias]
+            for p in range(weight.shape[0]):
+                dweight[p] += l2 * weight[p]
+    P = params.shape[0]
+    _step_range(params[run:P], first[run:P], second[run:P], grad[run:P], coef, code)
     steps[0] += 1
-    if hyper[OPTIMIZER] == ADAM:
-        _adam(params, first, second, grad, steps[0], hyper)
-    elif mu == 0.0:
+
+
+@jit(error_model="numpy")       # Adam's division vectorises (config.jit)
+def _step_range(params, first, second, grad, coef, code):
+    # the step of _update on a run of the parameters, views params, first, second, grad (R,) (the
+    # loops index from 0, so they vectorise), L2 already in grad; with it, the arithmetic of
+    # gemm._emit_step, the epilogue's, in the same order.  Adam is step t of Kingma & Ba 2015
+    # (algorithm 1) in torch.optim.Adam's arrangement, the bias corrections in the step size and
+    # the root (config.STEP_COLUMNS), so eps is added to the corrected sqrt(v), as in the paper:
+    #   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= size * m / (sqrt(v) * root + eps)
+    # all in the dtype, as torch.optim's for float32 parameters (twice as many lanes of sqrt and
+    # division)
+    lr, mu = coef[S_LR], coef[S_MOMENTUM]
+    if code == ADAM_STEP:
+        b1, b2, eps, size, root = coef[S_BETA1], coef[S_BETA2], coef[S_EPS], coef[S_SIZE], coef[S_ROOT]
+        one = params.dtype.type(1)
         for p in range(params.shape[0]):
-            params[p] -= lr * grad[p]
-    else:
+            g = grad[p]
+            mp = b1 * first[p] + (one - b1) * g
+            vp = b2 * second[p] + (one - b2) * (g * g)
+            first[p], second[p] = mp, vp
+            params[p] -= size * mp / (np.sqrt(vp) * root + eps)
+    elif code == MOMENTUM_STEP:
         for p in range(params.shape[0]):
             first[p] = mu * first[p] - lr * grad[p]
             params[p] += first[p]
-
-
-@jit(inline="always")           # in _update, whose error model lets its division vectorise
-def _adam(params, m, v, grad, t, hyper):
-    # Adam's step t (Kingma & Ba 2015, algorithm 1) in torch.optim.Adam's arrangement: the bias
-    # corrections go into the step size and the denominator, so eps is added to the corrected
-    # sqrt(v), as in the paper.  params, m, v changed in place; all (P,).
-    #   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-    #   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    # the corrections in float64 (b^t of a float32 b would lose digits), the loop in the dtype,
-    # as torch.optim.Adam's for float32 parameters (and twice as many lanes of sqrt and division)
-    b1, b2, eps = hyper[BETA1], hyper[BETA2], hyper[EPS]
-    size = params.dtype.type(hyper[LR] / (1.0 - b1 ** t))
-    inv_root = params.dtype.type(1.0 / math.sqrt(1.0 - b2 ** t))
-    one, b1, b2, eps = params.dtype.type(1), params.dtype.type(b1), params.dtype.type(b2), params.dtype.type(eps)
-    for p in range(params.shape[0]):
-        g = grad[p]
-        mp = b1 * m[p] + (one - b1) * g
-        vp = b2 * v[p] + (one - b2) * (g * g)
-        m[p], v[p] = mp, vp
-        params[p] -= size * mp / (np.sqrt(vp) * inv_root + eps)
+    else:
+        for p in range(params.shape[0]):
+            params[p] -= lr * grad[p]
 
 
 @jit

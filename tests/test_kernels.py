@@ -24,7 +24,7 @@ import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.hyperparams import OPTIMIZERS
 from fastffnn.kernels import config, elementary, layers, numpy_span, span
-from fastffnn.kernels.gemm import ACT, GATE, gemm, gemm_fused
+from fastffnn.kernels.gemm import ACT, ADAM_STEP, GATE, MOMENTUM_STEP, NONE, PLAIN_STEP, gemm, gemm_fused, gemm_step
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
 
@@ -82,8 +82,10 @@ def literal_dense_forward(out, inp, weight, bias, act):
 
 @numba.njit
 def literal_dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
+    # the gradient alone: no optimizer step in the weight gradient's epilogue
     numba.literally(act)
-    layers.dense_backward(dinp, dweight, dbias, dout, inp, weightT, act)
+    layers.dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, True,
+                          (NONE, dweight, dweight, dweight, dbias))
 
 
 def kernel_dense_forward(inp, weight, bias, act="identity"):
@@ -307,6 +309,53 @@ def test_gemm_epilogues(R, C, K, seed):
             fused(out, a, w, False, bias.astype(dtype), gate.astype(dtype), slope)
             naive.assert_close(out[1:], np.where(gate > 0, product, slope * product)[1:], dtype, msg=msg)
             assert np.isnan(out[0]).all(), msg
+
+
+@numba.njit
+def stepped(grad, A, W, accumulate, code, weight, first, second, coef):
+    # gemm_step as dense_backward calls it, the step's code known at run time
+    gemm_step(grad, A, W, accumulate, (code, weight, first, second, coef))
+
+
+# the optimizers of the step epilogues: (hyperparameters, the code _coefficients gives them)
+STEP_CASES = [(HyperParams(lr=2**-3, momentum=0.0), PLAIN_STEP),
+              (HyperParams(lr=2**-3, l2=2**-4, momentum=0.75), MOMENTUM_STEP),
+              (HyperParams(lr=2**-5, l2=2**-4, optimizer="adam", beta1=0.875, beta2=1 - 2**-10, eps=2**-20),
+               ADAM_STEP)]
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(R=st.integers(1, 20), C=st.sampled_from([16, 32, 256]), K=st.integers(1, 12), accumulate=st.booleans(),
+       seed=SEED)
+def test_gemm_step_epilogues(R, C, K, accumulate, seed):
+    # the optimizer's step in the weight gradient's epilogue (full blocks, pairs, single rows;
+    # C = 256 in packed panels) against naive.sgd_step / naive.adam_step on the gradient
+    # A.T @ W (+ what grad held, when accumulating), L2 included; grad itself is not written
+    rng = np.random.default_rng(seed)
+    A, W, held = draw(rng, (K, R)), draw(rng, (K, C)), draw(rng, (R, C))
+    weight, first, second = draw(rng, (R, C)), draw(rng, (R, C), 0.05), np.abs(draw(rng, (R, C), 0.01))
+    gradient = naive.matmul(A.T, W) + (held if accumulate else 0.0)
+    sizes, t = (R, C), 3        # one layer whose bias the test leaves out; Adam's third step
+
+    def flat(x):
+        return np.concatenate([x.ravel(), np.zeros(C)])
+
+    for hp, code in STEP_CASES:
+        if hp.optimizer == "adam":
+            want, want_first, want_second = naive.adam_step(flat(weight), flat(first), flat(second), t, flat(gradient),
+                                                            sizes, hp.lr, hp.l2, hp.beta1, hp.beta2, hp.eps)
+        else:
+            (want, want_first), want_second = naive.sgd_step(flat(weight), flat(first), flat(gradient), sizes, hp.lr,
+                                                             hp.l2, hp.momentum), flat(second)
+        for dtype in DTYPES:
+            msg = where(dtype=dtype, optimizer=hp.optimizer, momentum=hp.momentum)
+            coef, got_code = span._coefficients(np.zeros(len(config.STEP_COLUMNS), dtype), hp.row(1).astype(dtype), t)
+            assert got_code == code, msg
+            grad, w, m1, m2 = (x.astype(dtype) for x in (held, weight, first, second))
+            stepped(grad, A.astype(dtype), W.astype(dtype), accumulate, code, w, m1, m2, coef)
+            for got, expected in ((w, want), (m1, want_first), (m2, want_second)):
+                naive.assert_close(got, expected[:R * C].reshape(R, C), dtype, msg=msg)
+            np.testing.assert_array_equal(grad, held.astype(dtype), err_msg=msg)
 
 
 def test_gemm_refuses_strided_arrays():
@@ -839,6 +888,21 @@ def naive_epochs(prob, epochs):
     return p, np.stack([m, v]), losses, perm, state, t
 
 
+def assert_epochs_follow_the_naive_ones(prob, epochs):
+    """The span kernel's ``epochs`` epochs of ``prob`` in each dtype are ``naive_epochs``': the
+    steps counted, the batch order and generator, the losses, parameters and moments.  Returns
+    the steps."""
+    p, moments, want_losses, perm, state, t = naive_epochs(prob, epochs)
+    for dtype in DTYPES:
+        msg = where(dtype=dtype, K=prob.sizes[-1])
+        params, got, losses, rng, order, steps = prob.run(epochs, dtype)
+        assert steps == t and order.tolist() == perm and int(rng[0]) == state, msg
+        naive.assert_close(losses, want_losses, dtype, "fd", msg)
+        naive.assert_close(params, p, dtype, "fd", msg)
+        naive.assert_close(got, moments, dtype, "fd", msg)
+    return t
+
+
 @pytest.mark.parametrize("batch", [None, 3])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_adam_steps_follow_the_naive_adam(act, batch):
@@ -847,20 +911,31 @@ def test_adam_steps_follow_the_naive_adam(act, batch):
     epochs = 3
     for K in (1, 3):
         prob = Problem(act, K, lr=2**-5, l2=2**-6, batch=batch, steps=5, seed=K + 300, **ADAM)
-        p, moments, want_losses, perm, state, t = naive_epochs(prob, epochs)
-        assert t == 5 + epochs * -(-7 // prob.batch)
-        for dtype in DTYPES:
-            msg = where(dtype=dtype, K=K)
-            params, got, losses, rng, order, steps = prob.run(epochs, dtype)
-            assert steps == t and order.tolist() == perm and int(rng[0]) == state, msg
-            naive.assert_close(losses, want_losses, dtype, "fd", msg)
-            naive.assert_close(params, p, dtype, "fd", msg)
-            naive.assert_close(got, moments, dtype, "fd", msg)
+        assert assert_epochs_follow_the_naive_ones(prob, epochs) == 5 + epochs * -(-7 // prob.batch)
+
+
+@pytest.mark.parametrize("batch", [None, 120])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_steps_in_the_weight_gradients_epilogue_follow_the_naive_steps(act, optimizer, batch):
+    # layers 16 wide, a whole number of vector pairs in either dtype: their weights take the step
+    # in the last chunk's weight-gradient epilogue (gemm.gemm_step), the rest in span._update; 16
+    # outputs make the output layer one of them.  300 samples: the full batch is three chunks,
+    # each gradient accumulating before the last takes the step; batches of 120, 120, 60 one chunk
+    assert all(span.steps_in_epilogue(16, dtype.itemsize) for dtype in DTYPES)
+    assert 300 > 2 * config.CHUNK and 120 <= config.CHUNK
+    epochs = 2
+    options = ADAM if optimizer == "adam" else dict(momentum=0.5)
+    for K in (1, 16):
+        prob = Problem(act, K, n=300, lr=2**-5, l2=2**-6, batch=batch, steps=5, seed=K + 500, hidden=(16, 16),
+                       **options)
+        assert_epochs_follow_the_naive_ones(prob, epochs)
 
 
 def test_adam_update_matches_naive_adam_and_scikit_learn():
-    """The kernels' update alone (``span._update``) on given gradients: six Adam steps with L2 on
-    the weights, against the paper's formulas and scikit-learn's AdamOptimizer.  scikit-learn folds
+    """The kernels' update alone (``span._update``, on a network too narrow for any weight to take
+    the step in its gradient's epilogue) on given gradients: six Adam steps with L2 on the weights,
+    against the paper's formulas and scikit-learn's AdamOptimizer.  scikit-learn folds
     the bias corrections into the learning rate, lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), and adds its
     epsilon to the uncorrected sqrt(v): p -= lr_t m / (sqrt(v) + epsilon).  That is our step (and
     PyTorch's) with eps = epsilon / sqrt(1 - b2^t), so each step t runs with that eps here and the
@@ -891,9 +966,11 @@ def test_adam_update_matches_naive_adam_and_scikit_learn():
     for dtype in DTYPES:
         params, moments, steps = params0.astype(dtype), np.zeros((2, P), dtype), np.zeros(1, np.int64)
         hyper = hp.row(1).astype(dtype)
+        work = np.zeros(len(config.STEP_COLUMNS), dtype)      # the step's coefficients
         for t, g in enumerate(grads, 1):
             hyper[config.EPS] = eps_of_step(t)
-            span._update(params, *moments, steps, g.astype(dtype), np.array(sizes), hyper)
+            coef, code = span._coefficients(work, hyper, steps[0] + 1)
+            span._update(params, *moments, steps, g.astype(dtype), np.array(sizes), coef, code)
         assert steps[0] == len(grads)
         for got, naive_value, sklearn_value in zip((params, *moments), want, sklearn):
             naive.assert_close(got, naive_value, dtype, msg=where(dtype=dtype))
