@@ -158,8 +158,8 @@ def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weightT, act,
     if _one_pass(act, binary):
         def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
             if not accumulate:
-                dweight[:] = 0.0
-                dbias[:] = 0.0
+                clear(dweight.reshape(dweight.size))
+                clear(dbias)
             output_backward(dinp, dweight, dbias, dz, inp, step[1], act)
     else:
         def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
@@ -178,7 +178,7 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, accumulate, st
     # weightT (O, I): the weight transposed; act: the previous layer's activation, a literal (_fused)
     gemm_step(dweight, inp, dout, accumulate, step)
     if not accumulate:
-        dbias[:] = 0.0
+        clear(dbias)
     column_sums(dbias, dout)
     if dinp.shape[0] == 0:
         return
@@ -204,6 +204,13 @@ def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
             v = d * w[j]
             dinp[b, j] = v if h > 0 else slope * v
     column_sums(dbias, dz)
+
+
+@jit(inline="always")
+def clear(x):
+    # x (n,) = 0, a loop: lighter to compile than the slice assignment x[:] = 0
+    for i in range(x.shape[0]):
+        x[i] = 0.0
 
 
 @jit

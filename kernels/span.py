@@ -97,7 +97,7 @@ def workspace_size_jit(sizes, batch):
     return total
 
 
-@jit
+@jit(inline="always")           # in _step, as cheaply compiled there as on its own
 def _coefficients(work, hyper, t):
     # the coefficients of step t (config.STEP_COLUMNS) into the last slots of work, in its dtype
     # (Adam's bias corrections computed in float64: b^t of a float32 b would lose digits), and the
@@ -169,14 +169,14 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
                 step = (code, weight, _layer(first, sizes, l)[0], _layer(second, sizes, l)[0], coef)
             else:
                 step = (NONE, weight, weight, weight, coef)      # the gradient alone (no moments read)
-            if l == 0:
-                dense_backward(work[:0].reshape((0, sizes[0])), dweight, dbias, dout, Xc, weightT, act, r0 > 0, step)
+            if l == 0:      # the first layer: no input gradient
+                inp, dinp = Xc, work[:0].reshape((0, sizes[0]))
             else:
                 inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
-                if l == L - 1:
-                    output_layer_backward(dinp, dweight, dbias, dout, inp, weightT, act, binary, r0 > 0, step)
-                else:
-                    dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, r0 > 0, step)
+            if 0 < l == L - 1:
+                output_layer_backward(dinp, dweight, dbias, dout, inp, weightT, act, binary, r0 > 0, step)
+            else:
+                dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, r0 > 0, step)
     _update(params, first, second, steps, grad, sizes, coef, code)
     return True
 
