@@ -61,9 +61,9 @@ _SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1), (ROWS_F64_SMALL, ROWS_F32))
 
 def _define_tile(module, fty, rows, steps):
     """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
-    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope, fty* first, fty* second, fty* coef)``: out[m, n]
-    (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a ``rows x NV vectors`` block, then the
-    epilogue on the block in registers before it is stored:
+    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope, fty* first, fty* second, fty* coef)``:
+    out[m, n] (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a ``rows x NV vectors``
+    block, then the epilogue on the block in registers before it is stored:
 
     - ``NONE``;
     - ``ACT``: v = v + vec[n]; v = v if v > 0 else slope * v -- the bias, then relu (slope 0: a
@@ -249,8 +249,8 @@ def _emit_step(b, code, g, weight, first, second, coef, decays, align):
         b.store(m, first, align=align)
         b.store(v, second, align=align)
         vty = g.type
-        sqrt = cgutils.get_or_insert_function(b.module, ir.FunctionType(vty, [vty]),
-                                              f"llvm.sqrt.v{vty.count}{'f64' if isinstance(vty.element, ir.DoubleType) else 'f32'}")
+        kind = "f64" if isinstance(vty.element, ir.DoubleType) else "f32"
+        sqrt = cgutils.get_or_insert_function(b.module, ir.FunctionType(vty, [vty]), f"llvm.sqrt.v{vty.count}{kind}")
         w = b.fsub(w, b.fdiv(b.fmul(size, m), fma(b.call(sqrt, [v]), root, eps)))
     b.store(w, weight, align=align)
 
@@ -260,7 +260,8 @@ def _tiles_function(module, name, fty):
     and a builder at its entry."""
     ptr = fty.as_pointer()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64, ir.IntType(1), _I64,
-                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64, ptr, ptr, ptr]), name)
+                                                             ptr, ptr, _I64, fty, _I64, _I64, _I64, ptr, ptr, ptr]),
+                     name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     for p in (fn.args[0], fn.args[2], fn.args[4]):     # out, a, w
@@ -275,8 +276,9 @@ def _define_tiles(module, fty, rows, trans, packs):
     columns 0:cb in tiles of a vector pair (cb a multiple of it), each tile the inlined
     ``_define_tile``; a is A (R, lda), or A.T for A (K, lda) when ``trans`` (whose tiles take the
     step epilogues too); vec, gate, first and second at out's first element (vec: the bias at
-    column 0; gate: the gate's or the weight's first element); coef the step's coefficients.  A product large enough to pay for copying panels is handed
-    to ``_define_packed``'s function when ``packs``.
+    column 0; gate: the gate's or the weight's first element); coef the step's coefficients.  A
+    product large enough to pay for copying panels is handed to ``_define_packed``'s function
+    when ``packs``.
 
     The loops are LLVM IR too, in a function of their own that is never inlined: one per shape,
     ``trans`` and ``packs``, rather than the tiles inlined in every loop of the native gemm.
@@ -459,7 +461,8 @@ def _tiles(typingctx, out, A, W, accumulate, epilogue, vec, mat, slope, first, s
         return context.get_dummy_value()
 
     i64 = types.int64
-    return types.void(out, A, W, types.boolean, i64, vec, mat, slope, first, second, i64, i64, i64, trans, shape), codegen
+    return (types.void(out, A, W, types.boolean, i64, vec, mat, slope, first, second, i64, i64, i64, trans, shape),
+            codegen)
 
 
 @jit(inline="always")

@@ -186,10 +186,10 @@ def _update(params, first, second, steps, grad, sizes, coef, code):
     # the optimizer's step (code: gemm's PLAIN_STEP, MOMENTUM_STEP or ADAM_STEP; coefficients coef,
     # _coefficients') on params (P,) from the data-loss gradient grad (P,): on every parameter but
     # the weights whose gradient took it in its epilogue (those of a fan-out steps_in_epilogue
-    # admits, _step), in as few runs of consecutive parameters as those leave.  L2 on the weights (not the biases) is added to their
-    # gradient first -- coupled, as torch.optim's weight_decay, not AdamW's decoupled decay.  The
-    # moments first, second (P,), in place: SGD's velocity (second unused), Adam's first and second
-    # moments; steps (1,) int64 counts the steps, Adam's t.
+    # admits, _step), in as few runs of consecutive parameters as those leave.  L2 on the weights
+    # (not the biases) is added to their gradient first -- coupled, as torch.optim's weight_decay,
+    # not AdamW's decoupled decay.  The moments first, second (P,), in place: SGD's velocity
+    # (second unused), Adam's first and second moments; steps (1,) int64 counts the steps, Adam's t.
     L, l2 = sizes.shape[0] - 1, coef[S_L2]
     run = 0         # the first parameter not yet stepped
     for l in range(L):
