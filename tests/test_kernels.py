@@ -358,6 +358,17 @@ def test_gemm_step_epilogues(R, C, K, accumulate, seed):
             np.testing.assert_array_equal(grad, held.astype(dtype), err_msg=msg)
 
 
+def test_gemm_step_refuses_columns_past_the_last_vector_pair():
+    # the plain-Numba columns past the tiles have no step epilogue: a step there is refused, not
+    # left half taken
+    R, C, K = 4, 12, 3
+    grad, weight = np.zeros((R, C)), np.ones((R, C))
+    coef = np.zeros(len(config.STEP_COLUMNS))
+    with pytest.raises(ValueError, match="whole vector pairs"):
+        stepped(grad, np.ones((K, R)), np.ones((K, C)), False, PLAIN_STEP, weight, weight.copy(), weight.copy(), coef)
+    np.testing.assert_array_equal(weight, 1.0)
+
+
 def test_gemm_refuses_strided_arrays():
     out, A = np.zeros((4, 8)), np.ones((4, 8))
     with pytest.raises(Exception, match="C-contiguous"):
