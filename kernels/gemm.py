@@ -615,8 +615,8 @@ def gemm_step(grad, A, W, accumulate, step):
     alone): on weight (R, C) and its moments first, second (R, C) from that gradient, block by
     block in the epilogue while it is in registers, with the coefficients coef
     (``config.STEP_COLUMNS``); grad is then not written.  A step needs ``steps_in_epilogue(C,
-    itemsize)`` (ValueError otherwise: the columns past the tiles have no epilogue).  Every weight takes the step of ``span._step_range``; the divisions and square
-    roots of Adam's run beside the next block's multiply-adds."""
+    itemsize)`` (ValueError otherwise: the columns past the tiles have no epilogue).  Every
+    weight takes the step of ``span._step_range``."""
     code, weight, first, second, coef = step
     if code != NONE and not steps_in_epilogue(grad.shape[1], grad.itemsize):
         raise ValueError("gemm_step: a step needs a gradient of whole vector pairs of columns (steps_in_epilogue)")
