@@ -70,9 +70,12 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
         fig.savefig(paths[-1], dpi=110)
     if barriers:
         fig, (ax,) = _figure()
-        for label in dict.fromkeys(b.label for b in barriers):
+        # an open marker and a dash of its own per barrier: the Condition and RLock barriers' rounds
+        # nearly coincide, and a line drawn over the other would hide it
+        for i, label in enumerate(dict.fromkeys(b.label for b in barriers)):
             pts = sorted((b.parties, b.round_s * 1e6) for b in barriers if b.label == label)
-            ax.plot(*zip(*pts), marker="o", label=label)
+            ax.plot(*zip(*pts), marker="osD^vP"[i % 6], ms=8 - i % 3, linestyle=("-", "--", ":", "-.")[i % 4],
+                    markerfacecolor="none", label=label)
         parties = sorted({b.parties for b in barriers})
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -81,6 +84,7 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
         ax.set(xlabel="parties", ylabel="one allreduce round, µs")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+        fig.suptitle("barrier: one allreduce round against parties")
         paths.append(folder / "scaling_barrier_rounds.png")
         fig.savefig(paths[-1], dpi=110)
     return paths
