@@ -3,8 +3,9 @@
 Adam's step takes a square root and a division per parameter (``kernels.gemm._emit_divide``); the
 kernels tried to hide them behind the weight gradient's multiply-adds, and could not.  This
 measures why, on loops written in LLVM IR as the kernels' GEMM tile is: each iteration makes
-``FMAS`` vector multiply-adds on 8 chains (or none), with the multiplicand in a register or
-broadcast from memory (as the tile's A is), and, or not, one vector square root and division whose operand is
+``FMAS`` vector multiply-adds on 8 chains (or none), with the multiplicand in a register,
+broadcast from memory (as the tile's A is), a vector loaded from memory, or a lane of one
+broadcast in registers; and, or not, one vector square root and division whose operand is
 loaded and whose result is stored (as the step's are).  ``extra_info["ns_per_iteration"]`` is
 the time of one iteration; where the divider runs beside the multiply-adds, adding the division
 costs less than the division alone.
@@ -59,11 +60,21 @@ def _loop(multiplicand: str, divides: bool):
         chain.add_incoming(y, entry)
     new = list(chains)
     slot = b.and_(i, ir.Constant(i64, SLOTS - 1))
+    lanes = ir.VectorType(i32, LANES)
     for f in range(FMAS if multiplicand else 0):
+        at = b.gep(data, [b.add(ir.Constant(i64, 2 * LANES + f), slot)])
         if multiplicand == "register":
             a = x
-        elif f % 2 == 0:        # one broadcast per vector pair, as a tile's rows take
-            a = splat(b.load(b.gep(data, [b.add(ir.Constant(i64, 2 * LANES + f), slot)]), align=8))
+        elif f % 2:             # one multiplicand per vector pair, as a tile's rows take
+            pass
+        elif multiplicand == "broadcast":
+            a = splat(b.load(at, align=8))
+        elif multiplicand == "loaded":
+            a = b.load(b.bitcast(at, vty.as_pointer()), align=8)
+        else:                   # "shuffled": a lane of a vector loaded every LANES multiplicands
+            if f % (2 * LANES) == 0:
+                loaded = b.load(b.bitcast(at, vty.as_pointer()), align=8)
+            a = b.shuffle_vector(loaded, undef, ir.Constant(lanes, [f // 2 % LANES] * LANES))
         new[f % 8] = b.fadd(b.fmul(a, y, flags=("contract",)), new[f % 8], flags=("contract",))
     if divides:
         sqrt = ir.Function(module, ir.FunctionType(vty, [vty]), name=f"llvm.sqrt.v{LANES}f64")
@@ -91,10 +102,12 @@ def _loop(multiplicand: str, divides: bool):
     return native, engine
 
 
-@pytest.mark.parametrize("multiplicand, divides", [(None, True), ("register", False), ("register", True),
-                                                   ("broadcast", False), ("broadcast", True)],
-                         ids=["division alone", "register", "register, with a division", "broadcast",
-                              "broadcast, with a division"])
+CASES = [(multiplicand, divides) for multiplicand in ("register", "broadcast", "loaded", "shuffled")
+         for divides in (False, True)]
+
+
+@pytest.mark.parametrize("multiplicand, divides", [(None, True)] + CASES,
+                         ids=["division alone"] + [f"{m}{', with a division' if d else ''}" for m, d in CASES])
 def test_divider_beside_multiply_adds(benchmark, multiplicand, divides):
     native, engine = _loop(multiplicand, divides)     # engine: alive while native runs
     data = np.full(4 * SLOTS + 2 * SLOTS * LANES, 0.999)
