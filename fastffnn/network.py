@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,17 +40,21 @@ class Topology:
 
     def layer_slices(self) -> list:
         """(weight slice, bias slice) of each layer inside the flat (P,) buffer."""
+        return list(self._slices)
+
+    @cached_property
+    def _slices(self) -> tuple:
+        # computed once: every instance's views take them, twice a run (a short run's fixed cost)
         out = []
         for l, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             w = slice(layer_offset(self.sizes, l), layer_offset(self.sizes, l) + fan_in * fan_out)
             out.append((w, slice(w.stop, w.stop + fan_out)))
-        return out
+        return tuple(out)
 
     def views(self, flat: np.ndarray) -> tuple[list, list]:
         """Per-layer weight (fan_in, fan_out) and bias (fan_out,) views of one flat buffer."""
-        weights = [flat[w].reshape(i, o) for (w, _), i, o in
-                   zip(self.layer_slices(), self.sizes[:-1], self.sizes[1:])]
-        return weights, [flat[b] for _, b in self.layer_slices()]
+        weights = [flat[w].reshape(i, o) for (w, _), i, o in zip(self._slices, self.sizes[:-1], self.sizes[1:])]
+        return weights, [flat[b] for _, b in self._slices]
 
 
 # How instances start: each from its own random draw, or all from instance 0's (then only their
