@@ -62,6 +62,7 @@ def syncing(records: list, strategies: list, inits: list, single: dict, everies:
     line per synced strategy, one column per init; independent instances and one network as bands."""
     fig = new_figure(12, 8)
     axes = fig.subplots(2, len(inits), sharex=True, sharey="row")
+    accuracies, floors = [[] for _ in inits], []     # per init: (sync_every, mean accuracies, colour) per line
     for col, init in enumerate(inits):
         base = [r for r in records if r["strategy"] == "none" and r["init"] == init]
         for row, key in enumerate(("test_accuracy", "epochs_to_target")):
@@ -76,16 +77,37 @@ def syncing(records: list, strategies: list, inits: list, single: dict, everies:
                 groups = [[r[key] for r in records if (r["strategy"], r["init"], r["sync_every"]) == (label, init, e)]
                           for e in everies]
                 _errorbar(ax, everies, groups, label=label, color=f"C{c}")
+                if row == 0:
+                    accuracies[col].append((everies, [stats(g)[0] for g in groups], f"C{c}"))
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(f"{init} starts")
+                floors.append(stats([r[key] for r in base])[0] - ACCURACY_SPAN)
         axes[0, col].set_ylabel("test accuracy, mean of the instances")
         axes[1, col].set_ylabel("epochs until the mean training loss reaches the target\n(runs that reached it)")
         axes[1, col].set_xlabel("sync_every (epochs)")
+    _clip_accuracy(axes[0], accuracies, min(floors))
     axes[0, -1].legend(fontsize="x-small", loc="lower right")
     fig.suptitle("Question 2: does syncing help? (95 % intervals over seeds)", fontsize="medium")
     return fig
+
+
+ACCURACY_SPAN = 0.1     # the accuracy axes reach this far below independent instances' mean
+
+
+def _clip_accuracy(axes, accuracies: list, floor: float) -> None:
+    # the accuracy axes from floor up, so that the configurations near the baselines can be told
+    # apart; a mean below it (explore's diverged runs) is marked at the bottom edge with its value
+    for ax in axes:
+        ax.set_ylim(bottom=floor)
+    for ax, lines in zip(axes, accuracies):
+        for xs, means, color in lines:
+            for x, m in zip(xs, means):
+                if np.isfinite(m) and m < floor:
+                    ax.plot([x], [floor], marker="v", ms=8, color=color, clip_on=False, zorder=5)
+                    ax.annotate(f"{m:.2f}", (x, floor), xytext=(6, 4), textcoords="offset points", color=color,
+                                fontsize="x-small")
 
 
 def curves(groups: dict, target: float | None, title: str, ylabel: str = "mean training loss of the instances") -> Figure:
