@@ -21,13 +21,15 @@ FMAS = 32
 ITERATIONS = 200_000
 LANES = 4               # float64 lanes of a 32-byte vector
 SLOTS = 64              # vectors the divisions cycle through
+# data: the multiplicand and multiplier vectors, the multiply-adds' operands from 2 * LANES (up to
+# FMAS + SLOTS of them), the divisions' operands from DIVISIONS, then their results
+DIVISIONS = 4 * SLOTS
+SIZE = DIVISIONS + 2 * SLOTS * LANES
 
 
 def _loop(multiplicand: str, divides: bool):
     """A native ``void loop(double* data, double* out, i64 n)`` of the case, and the engine that
-    holds its code.  data: two vectors (the multiplicand and the multiplier), the scalars to
-    broadcast, then SLOTS vectors of the divisions' operands and SLOTS of their results; out: the
-    chains' sum."""
+    holds its code.  data (SIZE,): laid out as the constants above say; out: the chains' sum."""
     import llvmlite.binding as llvm
     from llvmlite import ir
 
@@ -62,23 +64,22 @@ def _loop(multiplicand: str, divides: bool):
     slot = b.and_(i, ir.Constant(i64, SLOTS - 1))
     lanes = ir.VectorType(i32, LANES)
     for f in range(FMAS if multiplicand else 0):
-        at = b.gep(data, [b.add(ir.Constant(i64, 2 * LANES + f), slot)])
         if multiplicand == "register":
             a = x
-        elif f % 2:             # one multiplicand per vector pair, as a tile's rows take
-            pass
-        elif multiplicand == "broadcast":
-            a = splat(b.load(at, align=8))
-        elif multiplicand == "loaded":
-            a = b.load(b.bitcast(at, vty.as_pointer()), align=8)
-        else:                   # "shuffled": a lane of a vector loaded every LANES multiplicands
-            if f % (2 * LANES) == 0:
-                loaded = b.load(b.bitcast(at, vty.as_pointer()), align=8)
-            a = b.shuffle_vector(loaded, undef, ir.Constant(lanes, [f // 2 % LANES] * LANES))
+        elif f % 2 == 0:        # one multiplicand per vector pair, as a tile's rows take
+            at = b.gep(data, [b.add(ir.Constant(i64, 2 * LANES + f), slot)])
+            if multiplicand == "broadcast":
+                a = splat(b.load(at, align=8))
+            elif multiplicand == "loaded":
+                a = b.load(b.bitcast(at, vty.as_pointer()), align=8)
+            else:               # "shuffled": a lane of a vector loaded every LANES multiplicands
+                if f % (2 * LANES) == 0:
+                    loaded = b.load(b.bitcast(at, vty.as_pointer()), align=8)
+                a = b.shuffle_vector(loaded, undef, ir.Constant(lanes, [f // 2 % LANES] * LANES))
         new[f % 8] = b.fadd(b.fmul(a, y, flags=("contract",)), new[f % 8], flags=("contract",))
     if divides:
         sqrt = ir.Function(module, ir.FunctionType(vty, [vty]), name=f"llvm.sqrt.v{LANES}f64")
-        base = b.add(ir.Constant(i64, 4 * SLOTS), b.mul(slot, ir.Constant(i64, LANES)))
+        base = b.add(ir.Constant(i64, DIVISIONS), b.mul(slot, ir.Constant(i64, LANES)))
         v, w = vector(base), vector(b.add(base, ir.Constant(i64, SLOTS * LANES)))
         b.store(b.fsub(b.load(w, align=8), b.fdiv(x, b.call(sqrt, [b.load(v, align=8)]))), w, align=8)
     step = b.add(i, ir.Constant(i64, 1))
@@ -110,7 +111,7 @@ CASES = [(multiplicand, divides) for multiplicand in ("register", "broadcast", "
                          ids=["division alone"] + [f"{m}{', with a division' if d else ''}" for m, d in CASES])
 def test_divider_beside_multiply_adds(benchmark, multiplicand, divides):
     native, engine = _loop(multiplicand, divides)     # engine: alive while native runs
-    data = np.full(4 * SLOTS + 2 * SLOTS * LANES, 0.999)
+    data = np.full(SIZE, 0.999)
     data[LANES:2 * LANES] = 1e-3
     out = np.zeros(LANES)
     native(data.ctypes.data, out.ctypes.data, 1000)

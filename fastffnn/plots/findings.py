@@ -20,9 +20,11 @@ def stats(values) -> tuple:
     return float(v.mean()), half, int(v.size)
 
 
-def _errorbar(ax, xs, groups, **kw) -> None:
+def _errorbar(ax, xs, groups, **kw) -> tuple:
+    # the means with their 95 % intervals; returns the means
     m, h, _ = zip(*(stats(g) for g in groups))
     ax.errorbar(xs, m, yerr=np.nan_to_num(h), capsize=3, marker="o", ms=4, **kw)
+    return m
 
 
 def gil(records: list, configs: list, cores: int) -> Figure:
@@ -76,9 +78,9 @@ def syncing(records: list, strategies: list, inits: list, single: dict, everies:
             for c, label in enumerate(strategies):
                 groups = [[r[key] for r in records if (r["strategy"], r["init"], r["sync_every"]) == (label, init, e)]
                           for e in everies]
-                _errorbar(ax, everies, groups, label=label, color=f"C{c}")
+                means = _errorbar(ax, everies, groups, label=label, color=f"C{c}")
                 if row == 0:
-                    accuracies[col].append((everies, [stats(g)[0] for g in groups], f"C{c}"))
+                    accuracies[col].append((everies, means, f"C{c}"))
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
             if row == 0:
