@@ -231,8 +231,12 @@ class Watchdog:
     """Fails a run in which no epoch has completed, and no instance has arrived at a barrier,
     anywhere for ``timeout`` seconds: it records a ``SyncTimeout`` as the run's root cause, sets the
     cancel flag (every kernel stops within a step) and calls ``abort`` (which breaks the barrier
-    the coordinator waits at).  A run that keeps progressing never fails, whatever the length of a
-    round.  It reads only the shared counters, so it watches workers in other processes too."""
+    the workers wait at).  A run that keeps progressing never fails, whatever the length of a
+    round.  It reads only the shared counters, so it watches workers in other processes too.
+
+    It watches from a thread of its own (``with Watchdog(ctx):``, while the calling thread
+    coordinates worker processes or actors) or from the calling thread while that waits for its
+    worker threads to end (``join``), which spares a short run a thread to start and stop."""
 
     POLL = 0.05     # seconds between looks at the counters
 
@@ -240,22 +244,40 @@ class Watchdog:
         self.ctx, self.abort = ctx, abort
         self._stop = threading.Event()
         self._thread = None
+        self._beat, self._since = -1, monotonic()
 
-    def _beat(self) -> int:
-        return int(self.ctx.epochs_done.sum()) + int(self.ctx.arrived.sum())
+    @property
+    def _poll(self) -> float | None:
+        timeout = self.ctx.plan.timeout
+        return None if timeout is None else min(self.POLL, timeout / 4)
+
+    def check(self) -> bool:
+        """Look at the counters once; False if the run has stalled (and is now failed)."""
+        ctx = self.ctx
+        beat = int(ctx.epochs_done.sum()) + int(ctx.arrived.sum())
+        if beat != self._beat:
+            self._beat, self._since = beat, monotonic()
+        elif monotonic() - self._since >= ctx.plan.timeout and not ctx.cancel.is_set():
+            ctx.failure.record(ctx.stalled())
+            ctx.cancel.set()
+            self.abort()
+            return False
+        return True
+
+    def join(self, threads) -> None:
+        """Wait in the calling thread until every one of ``threads`` has ended, watching meanwhile;
+        returns early once the run has stalled.  Ctrl-C interrupts the wait."""
+        poll = self._poll
+        for t in threads:
+            t.join(poll)
+            while t.is_alive():
+                if not self.check():
+                    return
+                t.join(poll)
 
     def _watch(self) -> None:
-        ctx, timeout = self.ctx, self.ctx.plan.timeout
-        beat, since = self._beat(), monotonic()
-        while not self._stop.wait(min(self.POLL, timeout / 4)):
-            now = self._beat()
-            if now != beat:
-                beat, since = now, monotonic()
-            elif monotonic() - since >= timeout and not ctx.cancel.is_set():
-                ctx.failure.record(ctx.stalled())
-                ctx.cancel.set()
-                self.abort()
-                return
+        while not self._stop.wait(self._poll) and self.check():
+            pass
 
     def __enter__(self) -> "Watchdog":
         if self.ctx.plan.timeout is not None:
@@ -337,8 +359,8 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
 
 
 def coordinate(ctx: Context, barrier) -> bool:
-    """The calling thread's side of every round: wait at the barrier (the watchdog keeps the
-    deadline).  Returns whether every round completed; a failure is recorded in ``ctx.failure``."""
+    """The calling thread's side of every round where it is a party of the barrier (the process
+    coordinator's; the watchdog keeps the deadline).  Returns whether every round completed; a failure is recorded in ``ctx.failure``."""
     for _ in ctx.plan.rounds:
         try:
             barrier.wait()

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import kernels
 from ..barrier import ConditionBarrier
-from ..driver import Context, Watchdog, coordinate, run_instances, worker_loop
+from ..driver import Context, Watchdog, run_instances, worker_loop
 from ..sync import combine
 
 
@@ -72,19 +72,23 @@ class Backend:
 
 
 def run_in_threads(ctx: Context, action, groups, run_group=run_instances, scratch=None) -> None:
-    """One worker thread per group; the calling thread is one more party of the
-    ``ConditionBarrier``, so it takes Ctrl-C while the workers compute, and the watchdog breaks
-    the barrier when the run stalls.  However it ends, the cancel flag stops every worker within
-    a step before this returns."""
-    barrier = ConditionBarrier(len(groups) + 1, action)
-    threads = [threading.Thread(target=worker_loop, args=(ctx, w, list(g), barrier, run_group, scratch),
-                                name=f"fastffnn-worker-{w}", daemon=True)
+    """One worker thread per group, meeting at a ``ConditionBarrier`` whose last arrival runs the
+    action.  The calling thread waits for them and is the watchdog meanwhile (``Watchdog.join``),
+    so it takes Ctrl-C while the workers compute and breaks the barrier when the run stalls.
+    However it ends, the cancel flag stops every worker within a step before this returns."""
+    barrier = ConditionBarrier(len(groups), action)
+
+    def work(w: int, group: list) -> None:
+        worker_loop(ctx, w, group, barrier, run_group, scratch)
+        if ctx.failure.exc is not None:
+            ctx.cancel.set()        # the others stop within a step, and the calling thread's wait ends
+
+    threads = [threading.Thread(target=work, args=(w, list(g)), name=f"fastffnn-worker-{w}", daemon=True)
                for w, g in enumerate(groups)]
     try:
-        with Watchdog(ctx, barrier.abort):
-            for t in threads:
-                t.start()
-            coordinate(ctx, barrier)
+        for t in threads:
+            t.start()
+        Watchdog(ctx, barrier.abort).join(threads)
     finally:
         ctx.cancel.set()
         barrier.abort()
