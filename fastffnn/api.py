@@ -9,7 +9,7 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, check_X_y, column_or_1d
 
@@ -18,7 +18,7 @@ from .backends import BACKENDS, get_backend
 from .checkpoint import Writer, data_digest, load
 from .driver import KERNELS, Plan, Start
 from .errors import CheckpointError
-from .hyperparams import HyperParams
+from .hyperparams import HyperParams, validate
 from .network import ACTIVATIONS, INITS, Topology, init_params
 from .results import History, Timing, TrainResult, TrainState
 from .sync import STRATEGIES, SYNC_LAYERS, SyncSettings, check_options
@@ -252,7 +252,7 @@ def train(X, y, *, hidden=(32, 32), activation="relu", instances=None, hyperpara
     TrainResult
     """
     params = {k: v for k, v in locals().items() if k in CONSTRAINTS}
-    validate_parameter_constraints(CONSTRAINTS, params, caller_name="train")
+    validate(CONSTRAINTS, params, "train")
     hidden = tuple(hidden)
     if not all(isinstance(h, Integral) and h >= 1 for h in hidden):
         raise ValueError(f"The 'hidden' parameter of train must be a tuple of ints >= 1. Got {hidden!r} instead.")
@@ -314,7 +314,7 @@ def resume(path, X, y, *, epochs=None, validation=None, backend=None, workers=No
         The whole run: history from epoch 0, timing summed over its parts.
     """
     params = {k: v for k, v in locals().items() if k in RESUME_CONSTRAINTS}
-    validate_parameter_constraints(RESUME_CONSTRAINTS, params, caller_name="resume")
+    validate(RESUME_CONSTRAINTS, params, "resume")
     saved = load(path)
     config, state = saved.config, saved.state
     X, y, classes = check_data(X, y, config["dtype"])

@@ -56,7 +56,9 @@ class Backend:
     def warm(self, ctx: Context, action) -> None:
         """Compile the kernels in this thread before any worker starts (a zero-epoch span, and
         what the sync action calls)."""
-        ctx.run_span(0, 0, 0, ctx.scratch())
+        scratch = ctx.scratch()
+        ctx.run_span(0, 0, 0, scratch)
+        ctx.release(scratch)
         warm_predict(ctx, action)
 
     def run(self, ctx: Context, action) -> float:
