@@ -134,61 +134,17 @@ class Failure:
 CACHE_LINE = 64
 
 
-def _aligned_shape(shape_lead: tuple, size: int, dtype) -> tuple:
-    """``shape_lead + (size rounded up to a cache line,)``."""
+def _cache_aligned(shape_lead: tuple, size: int, dtype) -> np.ndarray:
+    """Zeros of shape ``shape_lead + (size rounded up to a cache line,)``, starting on a cache
+    line: every row, and every buffer the kernels lay out inside it at multiples of the vector
+    width, starts on one (split vector loads cost the kernels about 5 %).  The kernels use the
+    first ``size`` elements of a row."""
     itemsize = np.dtype(dtype).itemsize
-    return shape_lead + (-(-size * itemsize // CACHE_LINE) * CACHE_LINE // itemsize,)
-
-
-def _cache_aligned(shape: tuple, dtype) -> np.ndarray:
-    """Zeros of ``shape`` (an ``_aligned_shape``) starting on a cache line: every row, and every
-    buffer the kernels lay out inside it at multiples of the vector width, starts on one (split
-    vector loads cost the kernels about 5 %).  The kernels use the first ``size`` elements of a
-    row."""
-    itemsize = np.dtype(dtype).itemsize
-    n = int(np.prod(shape, dtype=np.int64)) * itemsize
-    raw = np.zeros(n + CACHE_LINE, np.uint8)
+    row = -(-size * itemsize // CACHE_LINE) * CACHE_LINE // itemsize
+    n = int(np.prod(shape_lead, dtype=np.int64)) * row
+    raw = np.zeros(n * itemsize + CACHE_LINE, np.uint8)
     start = -raw.ctypes.data % CACHE_LINE
-    return raw[start:start + n].view(dtype).reshape(shape)
-
-
-class ScratchPool:
-    """The workers' scratch buffers kept from one run to the next in this process, zeroed again
-    when taken: a new buffer costs a short run a page fault per 4 KB in every worker (a 1-epoch
-    run of 8 seed instances took 0.1 ms per scratch in its fresh threads, three scratches a run).
-    It keeps the buffers of one layout, the last given back, none over ``KEEP`` bytes; buffers
-    never given back are collected as any others."""
-
-    KEEP = 1 << 22      # bytes of one (work, grad) pair
-    MOST = 64           # pairs kept
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._layout, self._free = None, []
-
-    def take(self, layout: tuple) -> tuple:
-        """Zeroed buffers of ``layout`` ((shape, dtype) of each)."""
-        with self._lock:
-            buffers = self._free.pop() if layout == self._layout and self._free else None
-        if buffers is None:
-            return tuple(_cache_aligned(shape, dtype) for shape, dtype in layout)
-        for b in buffers:
-            b.fill(0)
-        return buffers
-
-    def give(self, buffers: tuple) -> None:
-        """Keep ``buffers`` (from ``take``; no longer used) for a later run."""
-        if sum(b.nbytes for b in buffers) > self.KEEP:
-            return
-        layout = tuple((b.shape, b.dtype.str) for b in buffers)
-        with self._lock:
-            if layout != self._layout:
-                self._layout, self._free = layout, []
-            if len(self._free) < self.MOST:
-                self._free.append(buffers)
-
-
-SCRATCH = ScratchPool()
+    return raw[start:start + n * itemsize].view(dtype).reshape(shape_lead + (row,))
 
 
 class CancelFlag:
@@ -231,18 +187,12 @@ class Context:
         self.act, self.binary = plan.topology.act_code, plan.topology.binary
 
     def scratch(self, shape_lead: tuple = ()) -> tuple:
-        """Per-instance scratch (work, grad), taken once per worker, never inside a span, from the
-        ``SCRATCH`` pool; ``release`` gives it back when the worker is done with it."""
+        """Per-instance scratch (work, grad), allocated once per worker, never inside a span."""
         plan = self.plan
         batch = int(min(self.plan.n_samples, max(1, self.hyper[:, kernels.config.BATCH_SIZE].max())))
         size = kernels.workspace_size(plan.topology.sizes, batch)
-        dtype = np.dtype(plan.dtype).str
-        return SCRATCH.take(((_aligned_shape(shape_lead, size, dtype), dtype),
-                             (_aligned_shape(shape_lead, plan.topology.n_params, dtype), dtype)))
-
-    @staticmethod
-    def release(scratch: tuple) -> None:
-        SCRATCH.give(scratch)
+        return (_cache_aligned(shape_lead, size, plan.dtype),
+                _cache_aligned(shape_lead, plan.topology.n_params, plan.dtype))
 
     def run_span(self, k: int, e0: int, e1: int, scratch: tuple) -> None:
         work, grad = scratch
@@ -389,9 +339,8 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
     ``run_group`` says which: a fixed ``group``, or slices of a ``SharedRound`` -- then meet the
     others at the barrier, whose action syncs them.  A failure is recorded as the run's root
     cause and breaks the barrier for everyone."""
-    own = scratch is None
     try:
-        scratch = ctx.scratch() if own else scratch
+        scratch = ctx.scratch() if scratch is None else scratch
         for r, (_, e1) in enumerate(ctx.plan.rounds):
             if ctx.cancel.is_set():
                 return
@@ -407,9 +356,6 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
     except BaseException as exc:
         ctx.failure.record(exc)
         barrier.abort()
-    finally:
-        if own and scratch is not None:
-            ctx.release(scratch)
 
 
 def coordinate(ctx: Context, barrier) -> bool:

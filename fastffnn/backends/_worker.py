@@ -99,7 +99,6 @@ def run_one(conn, plan, segments: dict, worker: int) -> str:
     else:
         conn.send(("ready",))
         worker_loop(ctx, worker, group, PipeBarrier(conn, ctx, worker), scratch=scratch)
-        ctx.release(scratch)
         failure = ctx.failure.exc
         end = portable(failure) if failure is not None else ("cancelled",) if ctx.cancel.is_set() else ("done",)
     with contextlib.suppress(OSError):

@@ -56,9 +56,7 @@ class Backend:
     def warm(self, ctx: Context, action) -> None:
         """Compile the kernels in this thread before any worker starts (a zero-epoch span, and
         what the sync action calls)."""
-        scratch = ctx.scratch()
-        ctx.run_span(0, 0, 0, scratch)
-        ctx.release(scratch)
+        ctx.run_span(0, 0, 0, ctx.scratch())
         warm_predict(ctx, action)
 
     def run(self, ctx: Context, action) -> float:

@@ -72,13 +72,9 @@ class PrangeBackend(Backend):
             _PRANGE_LOCK.release()
 
     def warm(self, ctx: Context, action) -> None:
-        scratch = ctx.scratch((ctx.plan.instances,))
-        prange_spans(ctx, 0, list(range(ctx.plan.instances)), 0, 0, scratch)
-        ctx.release(scratch)
+        prange_spans(ctx, 0, list(range(ctx.plan.instances)), 0, 0, ctx.scratch((ctx.plan.instances,)))
         warm_predict(ctx, action)
 
     def execute(self, ctx: Context, action) -> None:
         N = ctx.plan.instances
-        scratch = ctx.scratch((N,))
-        run_in_threads(ctx, action, [range(N)], run_prange, scratch)
-        ctx.release(scratch)
+        run_in_threads(ctx, action, [range(N)], run_prange, ctx.scratch((N,)))
