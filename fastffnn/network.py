@@ -100,11 +100,22 @@ class _Classifier:
 
 class Instance(_Classifier):
     """One trained network: ``weights`` (fan_in, fan_out) and ``biases`` per layer, views of its
-    flat parameter row."""
+    flat parameter row (made on first use: a short run's result need not pay for them)."""
 
     def __init__(self, topology: Topology, params: np.ndarray, hyperparams, classes: np.ndarray):
         self.topology, self.params, self.hyperparams, self.classes_ = topology, params, hyperparams, classes
-        self.weights, self.biases = topology.views(params)
+
+    @cached_property
+    def _views(self) -> tuple[list, list]:
+        return self.topology.views(self.params)
+
+    @property
+    def weights(self) -> list:
+        return self._views[0]
+
+    @property
+    def biases(self) -> list:
+        return self._views[1]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) for standardised X (n, F)."""
