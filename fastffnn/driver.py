@@ -360,7 +360,8 @@ def worker_loop(ctx: Context, worker: int, group: list, barrier, run_group=run_i
 
 def coordinate(ctx: Context, barrier) -> bool:
     """The calling thread's side of every round where it is a party of the barrier (the process
-    coordinator's; the watchdog keeps the deadline).  Returns whether every round completed; a failure is recorded in ``ctx.failure``."""
+    coordinator's; the watchdog keeps the deadline).  Returns whether every round completed; a
+    failure is recorded in ``ctx.failure``."""
     for _ in ctx.plan.rounds:
         try:
             barrier.wait()

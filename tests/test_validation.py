@@ -187,6 +187,20 @@ def test_valid_hyperparams_edges():
     assert [h.lr for h in vary(lr=np.array([0.1, 0.2]), batch_size=np.int64(4))] == [0.1, 0.2]
 
 
+def test_a_value_that_passed_does_not_pass_an_equal_one_of_another_type(data):
+    """Values that passed once are not checked again (hyperparams.validate), but 8 and 8.0, or
+    False and 0, hash alike: each must still be checked as itself."""
+    assert HyperParams(batch_size=8).batch_size == 8
+    with pytest.raises(ValueError, match=r"^The 'batch_size' parameter of HyperParams must be an int"):
+        HyperParams(batch_size=8.0)
+    X, y = data
+    fit_train(X, y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"^The 'epochs' parameter of train must be an int"):
+        fit_train(X, y, epochs=1.0)
+    with pytest.raises(ValueError, match=r"^The 'progress' parameter of train must be an instance of 'bool'"):
+        fit_train(X, y, epochs=1, progress=0)
+
+
 def test_the_optimizer_cannot_change_during_a_run(data):
     """A callback may change Adam's beta1, beta2 and eps, but not the optimizer: its state means
     another thing to each (the message lists what may change)."""
