@@ -69,9 +69,9 @@ def syncing(records: list, strategies: list, inits: list, single: dict, everies:
         base = [r for r in records if r["strategy"] == "none" and r["init"] == init]
         for row, key in enumerate(("test_accuracy", "epochs_to_target")):
             ax = axes[row, col]
-            for label, values, color in (("independent (no sync)", [r[key] for r in base], "0.3"),
-                                         ("one network, best lr", single[key], "0.6")):
-                m, h, _ = stats(values)
+            independent = stats([r[key] for r in base])
+            for label, (m, h, _), color in (("independent (no sync)", independent, "0.3"),
+                                            ("one network, best lr", stats(single[key]), "0.6")):
                 ax.axhline(m, color=color, ls="--", lw=1, label=label)
                 if np.isfinite(h):
                     ax.axhspan(m - h, m + h, color=color, alpha=0.12)
@@ -85,7 +85,7 @@ def syncing(records: list, strategies: list, inits: list, single: dict, everies:
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(f"{init} starts")
-                floors.append(stats([r[key] for r in base])[0] - ACCURACY_SPAN)
+                floors.append(independent[0] - ACCURACY_SPAN)
         axes[0, col].set_ylabel("test accuracy, mean of the instances")
         axes[1, col].set_ylabel("epochs until the mean training loss reaches the target\n(runs that reached it)")
         axes[1, col].set_xlabel("sync_every (epochs)")
