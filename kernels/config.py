@@ -15,11 +15,33 @@ import numpy as np
 from numba import types
 from numba._dispatcher import compute_fingerprint
 from numba.core import sigutils
-from numba.core.caching import FunctionCache
+from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.ccallback import CFunc
 
 NOGIL = True
 CACHE = True
+
+
+def _vector_bytes() -> int:
+    """Bytes of the vector the gemm's tiles are written in (``gemm.VECTOR_BYTES``): 64, a ZMM
+    register, where the CPU Numba compiles for has AVX-512 (twice the multiply-adds per cycle of
+    AVX2 on a CPU whose FMA units are 512 bits wide), else 32, an AVX2 register, which LLVM splits
+    where the CPU has narrower ones.  ``FASTFFNN_VECTOR_BYTES`` (32 or 64) overrides it: 32 on
+    a CPU whose 512-bit instructions lower its clock.  Every element of a product is reduced in the
+    same order whatever the width, so the results do not depend on it."""
+    setting = os.environ.get("FASTFFNN_VECTOR_BYTES", "").strip()
+    if setting:
+        if setting not in ("32", "64"):
+            raise ValueError(f"FASTFFNN_VECTOR_BYTES={setting!r}: must be 32 or 64 (bytes of a vector "
+                             f"register), or unset to choose by the CPU")
+        return int(setting)
+    import llvmlite.binding as llvm
+    features = numba.config.CPU_FEATURES or (llvm.get_host_cpu_features().flatten()
+                                             if not numba.config.CPU_NAME else "")
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+VECTOR_BYTES = _vector_bytes()
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 CONTRACT = {"contract"}
 
@@ -27,23 +49,27 @@ CONTRACT = {"contract"}
 def _package_stamp():
     # (name, mtime, size) of every module of this package: a kernel's compiled code includes the
     # helpers it calls and the constants it reads from other modules, which Numba's own stamp
-    # (the kernel's file only) does not see
+    # (the kernel's file only) does not see;
     here = os.path.dirname(os.path.abspath(__file__))
-    return tuple((f, (st := os.stat(os.path.join(here, f))).st_mtime, st.st_size)
-                 for f in sorted(os.listdir(here)) if f.endswith(".py"))
+    # and the vector width (chosen at import, ``_vector_bytes``)
+    return (VECTOR_BYTES, *((f, (st := os.stat(os.path.join(here, f))).st_mtime, st.st_size)
+                            for f in sorted(os.listdir(here)) if f.endswith(".py")))
 
 
 class TolerantCache(FunctionCache):
     """Numba's on-disk cache, stamped with every module of the kernels package rather than the
-    kernel's own file (an edit to a helper or a constant elsewhere makes it stale), and where an
-    unreadable entry (a truncated index, a corrupted data file) is a miss: the cache is reset
-    with a warning and the kernel recompiles, where Numba itself would raise from the call."""
+    kernel's own file (an edit to a helper or a constant elsewhere makes it stale), in files of
+    each vector width (``VECTOR_BYTES``: code of either width is kept, and a process of the other
+    width neither loads nor overwrites it), and where an unreadable entry (a truncated index, a
+    corrupted data file) is a miss: the cache is reset with a warning and the kernel recompiles,
+    where Numba itself would raise from the call."""
 
     STAMP = _package_stamp()
 
     def __init__(self, py_func):
         super().__init__(py_func)
-        self._cache_file._source_stamp = self.STAMP
+        self._cache_file = IndexDataCacheFile(self._cache_path, f"{self._impl.filename_base}.v{VECTOR_BYTES}",
+                                              self.STAMP)
 
     def load_overload(self, sig, target_context):
         try:

@@ -15,6 +15,8 @@ import math
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from .config import CONTRACT, jit
@@ -27,6 +29,30 @@ MAGIC = 6755399441055744.0              # 1.5 * 2**52: t + MAGIC rounds t to an 
 EXP_MIN = -708.3964185322641            # log(2**-1022): below it exp is subnormal and flushed to zero
 _EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(14))     # |r| <= ln 2 / 2: error < 5e-18
 _ATANH_ODD = tuple(1.0 / (2 * k + 1) for k in range(1, 12))          # |s| <= 0.2: error < 2e-17
+
+
+def emit_muladd(builder, x, y, z):
+    """x * y + z in LLVM IR, floats or vectors of floats of one type: ``llvm.fmuladd``, which the
+    code generator fuses into one FMA wherever the CPU has it, and nowhere else -- the same choice
+    in every function, where a multiply and an add with ``contract`` may each be fused with another
+    neighbour (which of ``a * b + c * d``'s products is, is the compiler's)."""
+    ty = x.type
+    element = ty.element if isinstance(ty, ir.VectorType) else ty
+    name = f"llvm.fmuladd.{f'v{ty.count}' if isinstance(ty, ir.VectorType) else ''}" \
+           f"{'f64' if isinstance(element, ir.DoubleType) else 'f32'}"
+    return builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name), [x, y, z])
+
+
+@intrinsic
+def muladd(typingctx, x, y, z):
+    """x * y + z for floats of one type (``emit_muladd``): rounded once where the CPU has FMA,
+    twice elsewhere, as the gemm's step epilogue rounds it (``span._step_range``)."""
+    if not (x == y == z and isinstance(x, types.Float)):
+        raise TypingError(f"muladd: three floats of one type, got {x}, {y}, {z}")
+
+    def codegen(context, builder, signature, args):
+        return emit_muladd(builder, *args)
+    return x(x, y, z), codegen
 
 
 @intrinsic

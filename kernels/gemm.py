@@ -33,9 +33,9 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from .config import S_L2, STEP_COLUMNS, cfunc, jit
+from .config import S_L2, STEP_COLUMNS, VECTOR_BYTES, cfunc, jit
+from .elementary import emit_muladd
 
-VECTOR_BYTES = 32           # one AVX2 register; LLVM splits it where the CPU has narrower ones
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
 ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured best on AVX2
 # rows of a float64 block of A @ W for a W smaller than PACK_BYTES (the seed network's products):
@@ -229,29 +229,25 @@ def _emit_step(b, code, g, weight, first, second, coef, decays, align):
     g, the moments at first, second (vectors as well), coef the splat coefficients (``STEP_COLUMNS``)
     and ``decays`` whether L2 is on: the arithmetic of ``span._step_range`` in the same order, so
     a weight takes the same step in the epilogue as in span's loops."""
-    def fma(x, y, z):       # x * y + z, contracted as the Numba loops' are
-        return b.fadd(b.fmul(x, y, flags=("contract",)), z, flags=("contract",))
-
     lr, l2, mu, b1, b2, eps, size, root = coef
     w = b.load(weight, align=align)
-    g = b.select(decays, fma(l2, w, g), g)
+    g = b.select(decays, emit_muladd(b, l2, w, g), g)
     if code == PLAIN_STEP:
         w = b.fsub(w, b.fmul(lr, g, flags=("contract",)), flags=("contract",))
     elif code == MOMENTUM_STEP:
-        f = b.fsub(b.fmul(mu, b.load(first, align=align), flags=("contract",)), b.fmul(lr, g, flags=("contract",)),
-                   flags=("contract",))
+        f = emit_muladd(b, mu, b.load(first, align=align), b.fneg(b.fmul(lr, g)))
         b.store(f, first, align=align)
         w = b.fadd(w, f)
     else:
         one = ir.Constant(g.type, [1.0] * g.type.count)
-        m = fma(b1, b.load(first, align=align), b.fmul(b.fsub(one, b1), g, flags=("contract",)))
-        v = fma(b2, b.load(second, align=align), b.fmul(b.fsub(one, b2), b.fmul(g, g), flags=("contract",)))
+        m = emit_muladd(b, b1, b.load(first, align=align), b.fmul(b.fsub(one, b1), g))
+        v = emit_muladd(b, b2, b.load(second, align=align), b.fmul(b.fsub(one, b2), b.fmul(g, g)))
         b.store(m, first, align=align)
         b.store(v, second, align=align)
         vty = g.type
         kind = "f64" if isinstance(vty.element, ir.DoubleType) else "f32"
         sqrt = cgutils.get_or_insert_function(b.module, ir.FunctionType(vty, [vty]), f"llvm.sqrt.v{vty.count}{kind}")
-        w = b.fsub(w, b.fdiv(b.fmul(size, m), fma(b.call(sqrt, [v]), root, eps)))
+        w = b.fsub(w, b.fdiv(b.fmul(size, m), emit_muladd(b, b.call(sqrt, [v]), root, eps)))
     b.store(w, weight, align=align)
 
 

@@ -19,8 +19,9 @@ import math
 import numba
 import numpy as np
 
-from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, S_BETA1,
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, CONTRACT, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, S_BETA1,
                      S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE, STEP_COLUMNS, Specialised, jit)
+from .elementary import muladd
 from .gemm import ADAM_STEP, MOMENTUM_STEP, NONE, PLAIN_STEP, steps_in_epilogue
 from .layout import layer_offset_jit
 from .layers import (
@@ -207,7 +208,9 @@ def _update(params, first, second, steps, grad, sizes, coef, code):
     steps[0] += 1
 
 
-@jit(error_model="numpy")       # Adam's division vectorises (config.jit)
+# Adam's division vectorises (config.jit); never reassociated, and each multiply-add a muladd, so
+# that every step rounds as the epilogue's
+@jit(error_model="numpy", fastmath=CONTRACT)
 def _step_range(params, first, second, grad, coef, code):
     # the step of _update on a run of the parameters, views params, first, second, grad (R,) (the
     # loops index from 0, so they vectorise), L2 already in grad; with it, the arithmetic of
@@ -223,13 +226,13 @@ def _step_range(params, first, second, grad, coef, code):
         one = params.dtype.type(1)
         for p in range(params.shape[0]):
             g = grad[p]
-            mp = b1 * first[p] + (one - b1) * g
-            vp = b2 * second[p] + (one - b2) * (g * g)
+            mp = muladd(b1, first[p], (one - b1) * g)
+            vp = muladd(b2, second[p], (one - b2) * (g * g))
             first[p], second[p] = mp, vp
-            params[p] -= size * mp / (np.sqrt(vp) * root + eps)
+            params[p] -= size * mp / muladd(np.sqrt(vp), root, eps)
     elif code == MOMENTUM_STEP:
         for p in range(params.shape[0]):
-            first[p] = mu * first[p] - lr * grad[p]
+            first[p] = muladd(mu, first[p], -(lr * grad[p]))
             params[p] += first[p]
     else:
         for p in range(params.shape[0]):

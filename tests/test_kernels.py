@@ -10,6 +10,9 @@ match it to ``fd`` tolerance, the float32 kernel to float32 tolerance (``naive.T
 Each test loops over dtypes and activations itself rather than being parametrised over them: the
 kernels take microseconds, the per-test fixtures of ``conftest.py`` do not.
 """
+import os
+import subprocess
+import sys
 from functools import lru_cache
 
 import numba
@@ -24,7 +27,8 @@ import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.hyperparams import OPTIMIZERS
 from fastffnn.kernels import config, elementary, layers, numpy_span, span
-from fastffnn.kernels.gemm import ACT, ADAM_STEP, GATE, MOMENTUM_STEP, NONE, PLAIN_STEP, gemm, gemm_fused, gemm_step
+from fastffnn.kernels.gemm import (ACT, ADAM_STEP, GATE, MOMENTUM_STEP, NONE, NV, PLAIN_STEP, VECTOR_BYTES, gemm,
+                                   gemm_fused, gemm_step)
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
 
@@ -324,12 +328,15 @@ STEP_CASES = [(HyperParams(lr=2**-3, momentum=0.0), PLAIN_STEP),
                ADAM_STEP)]
 
 
+PAIR_F32 = NV * VECTOR_BYTES // 4    # the columns of a float32 tile, whole tiles of float64 too
+
+
 @settings(max_examples=30, deadline=None, database=None)
-@given(R=st.integers(1, 20), C=st.sampled_from([16, 32, 256]), K=st.integers(1, 12), accumulate=st.booleans(),
-       seed=SEED)
+@given(R=st.integers(1, 20), C=st.sampled_from([PAIR_F32, 2 * PAIR_F32, 16 * PAIR_F32]), K=st.integers(1, 12),
+       accumulate=st.booleans(), seed=SEED)
 def test_gemm_step_epilogues(R, C, K, accumulate, seed):
     # the optimizer's step in the weight gradient's epilogue (full blocks, pairs, single rows;
-    # C = 256 in packed panels) against naive.sgd_step / naive.adam_step on the gradient
+    # C = 16 tiles in packed panels) against naive.sgd_step / naive.adam_step on the gradient
     # A.T @ W (+ what grad held, when accumulating), L2 included; grad itself is not written
     rng = np.random.default_rng(seed)
     A, W, held = draw(rng, (K, R)), draw(rng, (K, C)), draw(rng, (R, C))
@@ -929,11 +936,14 @@ def test_adam_steps_follow_the_naive_adam(act, batch):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_steps_in_the_weight_gradients_epilogue_follow_the_naive_steps(act, optimizer, batch):
-    # layers 16 wide, a whole number of vector pairs in either dtype: their weights take the step
-    # in the last chunk's weight-gradient epilogue (gemm.gemm_step), the rest in span._update; 16
-    # outputs make the output layer one of them.  300 samples: the full batch is three chunks,
-    # each gradient accumulating before the last takes the step; batches of 120, 120, 60 one chunk
-    assert all(span.steps_in_epilogue(16, dtype.itemsize) for dtype in DTYPES)
+    # layers 16 wide, a whole number of vector pairs in float64 (and in float32 with 32-byte
+    # vectors; with 64-byte ones its steps are span._update's, and test_gemm_step_epilogues takes
+    # its epilogue alone -- 32 wide, the finite differences take 16 times as long): their weights
+    # take the step in the last chunk's weight-gradient epilogue (gemm.gemm_step), the rest in
+    # span._update; 16 outputs make the output layer one of them.  300 samples: the full batch is
+    # three chunks, each gradient accumulating before the last takes the step; batches of 120,
+    # 120, 60 one chunk
+    assert span.steps_in_epilogue(16, 8) and span.steps_in_epilogue(16, 4) == (PAIR_F32 == 16)
     assert 300 > 2 * config.CHUNK and 120 <= config.CHUNK
     epochs = 2
     options = ADAM if optimizer == "adam" else dict(momentum=0.5)
@@ -1153,3 +1163,42 @@ def test_float32_run_is_close_to_float64():
         proba = r32.ensemble.predict_proba(X)
         assert proba.dtype == np.float32 and np.isfinite(proba).all()
         naive.assert_close(proba, r64.ensemble.predict_proba(X), np.float32, "run", msg)
+
+
+# Trains seeded runs whose every parameter takes its step in a gemm epilogue at one vector width and
+# in span's loops at the other (hidden widths 40 and 24: whole tile pairs of 8 columns, not of 16),
+# or in the epilogue at both; SGD with momentum and L2, Adam with L2; both dtypes.  Prints the digest
+# of each run's parameters and losses, and the vector width it ran with.
+WIDTH_SCRIPT = """
+import hashlib
+import numpy as np
+import fastffnn as ff
+from fastffnn.kernels.gemm import VECTOR_BYTES
+X, _, y, _ = ff.datasets.breast_cancer(test_size=0.1, seed=0)
+digests = []
+for dtype in ("float64", "float32"):
+    for hp in (ff.HyperParams(lr=0.05, batch_size=100, momentum=0.9, l2=0.01),
+               ff.HyperParams(lr=0.01, optimizer="adam", l2=0.01, batch_size=64)):
+        for hidden in ((40, 24), (64, 32)):
+            r = ff.train(X, y, hidden=hidden, hyperparams=hp, epochs=3, dtype=dtype, instances=2, seed=1,
+                         backend="serial")
+            digests.append(hashlib.sha256(r.ensemble.params.tobytes() + r.history.losses.tobytes()).hexdigest())
+print(VECTOR_BYTES, *digests)
+"""
+
+
+def test_results_do_not_depend_on_the_vector_width():
+    # the gemm's tiles in 32- and 64-byte vectors (FASTFFNN_VECTOR_BYTES; LLVM splits a vector wider
+    # than the CPU's), the optimizer's step in an epilogue or in span's loops: the same bits
+    runs = [subprocess.run([sys.executable, "-c", WIDTH_SCRIPT], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "FASTFFNN_VECTOR_BYTES": width}, check=True).stdout.split()
+            for width in ("32", "64")]
+    assert [run[0] for run in runs] == ["32", "64"]
+    assert runs[0][1:] == runs[1][1:]
+
+
+def test_a_bad_vector_width_is_refused_by_name():
+    proc = subprocess.run([sys.executable, "-c", "import fastffnn"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FASTFFNN_VECTOR_BYTES": "48"})
+    assert proc.returncode != 0
+    assert "FASTFFNN_VECTOR_BYTES='48': must be 32 or 64" in proc.stderr
