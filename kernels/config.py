@@ -49,11 +49,10 @@ CONTRACT = {"contract"}
 def _package_stamp():
     # (name, mtime, size) of every module of this package: a kernel's compiled code includes the
     # helpers it calls and the constants it reads from other modules, which Numba's own stamp
-    # (the kernel's file only) does not see;
+    # (the kernel's file only) does not see
     here = os.path.dirname(os.path.abspath(__file__))
-    # and the vector width (chosen at import, ``_vector_bytes``)
-    return (VECTOR_BYTES, *((f, (st := os.stat(os.path.join(here, f))).st_mtime, st.st_size)
-                            for f in sorted(os.listdir(here)) if f.endswith(".py")))
+    return tuple((f, (st := os.stat(os.path.join(here, f))).st_mtime, st.st_size)
+                 for f in sorted(os.listdir(here)) if f.endswith(".py"))
 
 
 class TolerantCache(FunctionCache):
