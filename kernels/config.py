@@ -10,6 +10,7 @@ for code whose rounding is part of its algorithm, as ``elementary``'s range redu
 import os
 import warnings
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from numba import types
@@ -35,13 +36,16 @@ def _vector_bytes() -> int:
             raise ValueError(f"FASTFFNN_VECTOR_BYTES={setting!r}: must be 32 or 64 (bytes of a vector "
                              f"register), or unset to choose by the CPU")
         return int(setting)
-    import llvmlite.binding as llvm
     features = numba.config.CPU_FEATURES or (llvm.get_host_cpu_features().flatten()
                                              if not numba.config.CPU_NAME else "")
     return 64 if "+avx512f" in features.split(",") else 32
 
 
 VECTOR_BYTES = _vector_bytes()
+# CPUs (in LLVM's names) whose vector multiply-add takes 5 cycles at two a cycle, AMD Zen 2 and Intel
+# Haswell and Broadwell: they need 10 independent sums in flight, where a block of 4 rows keeps 8
+# (enough at the 4 cycles of Zen 3 and later, and of Skylake and later); ``gemm`` gives them 6 rows
+LONG_FMA = (numba.config.CPU_NAME or llvm.get_host_cpu_name()) in ("znver2", "haswell", "broadwell")
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 CONTRACT = {"contract"}
 

@@ -33,16 +33,17 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from .config import S_L2, STEP_COLUMNS, VECTOR_BYTES, cfunc, jit
+from .config import LONG_FMA, S_L2, STEP_COLUMNS, VECTOR_BYTES, cfunc, jit
 from .elementary import emit_muladd
 
 NV = 2                      # vectors per row of a block: 8 float64 or 16 float32 columns
-ROWS_F64, ROWS_F32 = 6, 4   # rows of a block: 12 resp. 8 accumulators; measured best on AVX2
-# rows of a float64 block of A @ W for a W smaller than PACK_BYTES (the seed network's products):
-# 8 accumulators, the least that keep both FMA pipes busy, and fewer rows left over for pairs
-# (128 rows: 32 blocks, not 21 and a pair); measured 2-5 % faster than 6 rows on those products,
-# and slower on the wide network's packed ones
-ROWS_F64_SMALL = 4
+ROWS_F64 = 6                # rows of a float64 block: 12 accumulators
+# rows of a float32 block, and of a float64 block of A @ W for a W smaller than PACK_BYTES (the seed
+# network's products): 4, 8 accumulators, the least that keep both FMA pipes busy at a latency of 4
+# cycles, with fewer rows left over for pairs (128 rows: 32 blocks, not 21 and a pair); measured
+# best on Zen 3, 2-5 % faster than 6 rows on the seed network's float64 products.  6 where the
+# latency is 5 (config.LONG_FMA), on Zen 2 measured faster on every workload it changes
+ROWS_F32 = ROWS_F64_SMALL = 6 if LONG_FMA else 4
 _I64 = ir.IntType(64)
 PANEL_K = 256               # the longest reduction a packed panel holds (the kernels': a chunk, a fan-in)
 PACK_TILES = 8              # the fewest tiles that share a packed panel (measured)

@@ -27,8 +27,8 @@ import fastffnn
 from fastffnn import HyperParams, vary
 from fastffnn.hyperparams import OPTIMIZERS
 from fastffnn.kernels import config, elementary, layers, numpy_span, span
-from fastffnn.kernels.gemm import (ACT, ADAM_STEP, GATE, MOMENTUM_STEP, NONE, NV, PLAIN_STEP, VECTOR_BYTES, gemm,
-                                   gemm_fused, gemm_step)
+from fastffnn.kernels.gemm import (ACT, ADAM_STEP, GATE, MOMENTUM_STEP, NONE, NV, PLAIN_STEP, ROWS_F32,
+                                   VECTOR_BYTES, gemm, gemm_fused, gemm_step)
 from fastffnn.kernels.reduce import combine_rows
 from fastffnn.network import Topology, init_params
 
@@ -1173,7 +1173,7 @@ WIDTH_SCRIPT = """
 import hashlib
 import numpy as np
 import fastffnn as ff
-from fastffnn.kernels.gemm import VECTOR_BYTES
+from fastffnn.kernels.gemm import ROWS_F32, VECTOR_BYTES
 X, _, y, _ = ff.datasets.breast_cancer(test_size=0.1, seed=0)
 digests = []
 for dtype in ("float64", "float32"):
@@ -1183,18 +1183,22 @@ for dtype in ("float64", "float32"):
             r = ff.train(X, y, hidden=hidden, hyperparams=hp, epochs=3, dtype=dtype, instances=2, seed=1,
                          backend="serial")
             digests.append(hashlib.sha256(r.ensemble.params.tobytes() + r.history.losses.tobytes()).hexdigest())
-print(VECTOR_BYTES, *digests)
+print(VECTOR_BYTES, ROWS_F32, *digests)
 """
 
 
-def test_results_do_not_depend_on_the_vector_width():
+def test_results_do_not_depend_on_the_vector_width_or_the_block_rows():
     # the gemm's tiles in 32- and 64-byte vectors (FASTFFNN_VECTOR_BYTES; LLVM splits a vector wider
-    # than the CPU's), the optimizer's step in an epilogue or in span's loops: the same bits
+    # than the CPU's) and in blocks of 4 or 6 rows (by the CPU Numba compiles for: a generic AVX2
+    # one, or Haswell's long multiply-add), the optimizer's step in an epilogue or in span's loops:
+    # the same bits
+    settings = [({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "x86-64-v3"}, ["32", "4"]),
+                ({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "haswell"}, ["32", "6"]),
+                ({"FASTFFNN_VECTOR_BYTES": "64"}, ["64", str(ROWS_F32)])]
     runs = [subprocess.run([sys.executable, "-c", WIDTH_SCRIPT], capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "FASTFFNN_VECTOR_BYTES": width}, check=True).stdout.split()
-            for width in ("32", "64")]
-    assert [run[0] for run in runs] == ["32", "64"]
-    assert runs[0][1:] == runs[1][1:]
+                           env={**os.environ, **env}, check=True).stdout.split() for env, _ in settings]
+    assert [run[:2] for run in runs] == [shape for _, shape in settings]
+    assert runs[0][2:] == runs[1][2:] == runs[2][2:]
 
 
 def test_a_bad_vector_width_is_refused_by_name():
