@@ -190,7 +190,7 @@ class Context:
         """Per-instance scratch (work, grad), allocated once per worker, never inside a span."""
         plan = self.plan
         batch = int(min(self.plan.n_samples, max(1, self.hyper[:, kernels.config.BATCH_SIZE].max())))
-        size = kernels.workspace_size(plan.topology.sizes, batch)
+        size = kernels.workspace_size(plan.topology.sizes, batch, plan.dtype)
         return (_cache_aligned(shape_lead, size, plan.dtype),
                 _cache_aligned(shape_lead, plan.topology.n_params, plan.dtype))
 

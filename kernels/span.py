@@ -9,7 +9,7 @@ says; its optimizer state is ``moments`` (2, P), laid out like it, and ``steps``
 steps taken (``_update`` says what each optimizer keeps there); ``grad`` (P,) is scratch for the
 gradient, laid out like them.  ``work`` (W,) is the per-instance scratch allocated once by the
 driver (``workspace_size``): for each layer its activations and deltas (C, O) for a chunk of
-C = min(B, CHUNK) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
+C = min(B, chunk_rows(itemsize)) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
 of T (B, K), the per-sample losses (B,), and the step's coefficients (``_coefficients``).
 Nothing is allocated inside the epoch loop but the packing buffer of a large float32 weight
 gradient (``gemm._define_packed``).
@@ -19,8 +19,8 @@ import math
 import numba
 import numpy as np
 
-from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK, CONTRACT, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY, S_BETA1,
-                     S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE, STEP_COLUMNS, Specialised, jit)
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK_BYTES, CONTRACT, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY,
+                     S_BETA1, S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE, STEP_COLUMNS, Specialised, jit)
 from .elementary import muladd
 from .gemm import ADAM_STEP, MOMENTUM_STEP, NONE, PLAIN_STEP, steps_in_epilogue
 from .layout import layer_offset_jit
@@ -36,9 +36,15 @@ from .layers import (
 )
 
 
-def workspace_size(sizes, batch):
-    """Length of the scratch buffer ``work`` for ``batch`` samples per step."""
-    return int(workspace_size_jit(np.asarray(sizes, dtype=np.int64), batch))
+def workspace_size(sizes, batch, dtype=np.float64):
+    """Length of the scratch buffer ``work`` of ``dtype`` for ``batch`` samples per step."""
+    return int(workspace_size_jit(np.asarray(sizes, dtype=np.int64), batch, np.dtype(dtype).itemsize))
+
+
+@jit(inline="always")
+def chunk_rows(itemsize):
+    # rows of a chunk of elements of itemsize bytes (config.CHUNK_BYTES): 128 in float64, 256 in float32
+    return CHUNK_BYTES // itemsize
 
 
 @jit
@@ -79,11 +85,11 @@ def _rows(X, r0, r1):
 @jit
 def _batch_buffers(work, sizes, B):
     # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the
-    # layers' scratch, which holds one chunk of at most CHUNK rows
+    # layers' scratch, which holds one chunk of at most chunk_rows rows
     off = 0
     L = sizes.shape[0] - 1
     for m in range(L):
-        off += _layer_size(sizes, m, min(B, CHUNK))
+        off += _layer_size(sizes, m, min(B, chunk_rows(work.itemsize)))
     F, K = sizes[0], sizes[L]
     return (work[off:off + B * F].reshape((B, F)),
             work[off + B * F:off + B * (F + K)].reshape((B, K)),
@@ -91,10 +97,10 @@ def _batch_buffers(work, sizes, B):
 
 
 @jit
-def workspace_size_jit(sizes, batch):
+def workspace_size_jit(sizes, batch, itemsize):
     total = batch * (sizes[0] + sizes[-1] + 1) + len(STEP_COLUMNS)
     for l in range(sizes.shape[0] - 1):
-        total += _layer_size(sizes, l, min(batch, CHUNK))
+        total += _layer_size(sizes, l, min(batch, chunk_rows(itemsize)))
     return total
 
 
@@ -135,7 +141,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     # steps, grad, work changed in place; terms (B,) receives the per-sample losses before the step.
     # Returns False, with params, moments and steps untouched, if cancel (1,) was set before one of
     # its chunks.
-    # The batch goes through forward and backward CHUNK rows at a time, the gradient accumulating
+    # The batch goes through forward and backward chunk_rows rows at a time, the gradient accumulating
     # over chunks: the activations and deltas of a chunk stay in L2 whatever B is, so instances on
     # different cores do not compete for the shared cache.  The last chunk's weight gradients
     # take the optimizer's step in their epilogue where they can (gemm.gemm_step): their
@@ -144,7 +150,8 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
     scale = 1.0 / B
-    C = min(B, CHUNK)
+    chunk = chunk_rows(params.itemsize)
+    C = min(B, chunk)
     coef, code = _coefficients(work, hyper, steps[0] + 1)
     for l in range(1, L):
         # the weights transposed for the input gradients (the first layer needs none, nor does
@@ -153,10 +160,10 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
             weight, _ = _layer(params, sizes, l)
             _, _, weightT = _buffers(work, sizes, l, C, C)
             transpose(weightT, weight)
-    for r0 in range(0, B, CHUNK):
+    for r0 in range(0, B, chunk):
         if cancel[0] != 0:
             return False
-        r1 = min(B, r0 + CHUNK)
+        r1 = min(B, r0 + chunk)
         m = r1 - r0
         Xc, Tc = _rows(X, r0, r1), _rows(T, r0, r1)
         _forward(work, Xc, params, sizes, act, C, binary)
@@ -352,10 +359,11 @@ def _predict_proba(proba, X, params, sizes, act, penalty, binary):
     numba.literally(binary)
     _check_binary(sizes, binary)
     n = X.shape[0]
-    C = min(n, CHUNK)
-    work = np.empty(workspace_size_jit(sizes, C), dtype=params.dtype)
-    for r0 in range(0, n, CHUNK):
-        r1 = min(n, r0 + CHUNK)
+    chunk = chunk_rows(params.itemsize)
+    C = min(n, chunk)
+    work = np.empty(workspace_size_jit(sizes, C, params.itemsize), dtype=params.dtype)
+    for r0 in range(0, n, chunk):
+        r1 = min(n, r0 + chunk)
         _forward(work, _rows(X, r0, r1), params, sizes, act, C, binary)
         z, _, _ = _buffers(work, sizes, sizes.shape[0] - 2, C, r1 - r0)
         output_proba(proba[r0:r1], z, penalty, binary)

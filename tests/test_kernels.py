@@ -788,7 +788,7 @@ class Problem:
         params, moments = self.params.astype(dtype), self.moments.astype(dtype)
         steps, rng, order = np.array([self.steps]), self.rng.copy(), self.order.copy()
         losses = np.full(epochs, np.nan, dtype)
-        work = np.zeros(span.workspace_size(self.sizes, self.batch), dtype)
+        work = np.zeros(span.workspace_size(self.sizes, self.batch, dtype), dtype)
         grad = np.zeros(params.shape[0], dtype)
         cancel = np.zeros(1, np.int64) if cancel is None else cancel
         done = np.zeros(1, np.int64)
@@ -941,10 +941,11 @@ def test_steps_in_the_weight_gradients_epilogue_follow_the_naive_steps(act, opti
     # its epilogue alone -- 32 wide, the finite differences take 16 times as long): their weights
     # take the step in the last chunk's weight-gradient epilogue (gemm.gemm_step), the rest in
     # span._update; 16 outputs make the output layer one of them.  300 samples: the full batch is
-    # three chunks, each gradient accumulating before the last takes the step; batches of 120,
-    # 120, 60 one chunk
+    # three chunks in float64 and two in float32, each gradient accumulating before the last
+    # takes the step; batches of 120, 120, 60 one chunk
     assert span.steps_in_epilogue(16, 8) and span.steps_in_epilogue(16, 4) == (PAIR_F32 == 16)
-    assert 300 > 2 * config.CHUNK and 120 <= config.CHUNK
+    rows = {itemsize: span.chunk_rows.py_func(itemsize) for itemsize in (8, 4)}
+    assert 300 > 2 * rows[8] and 300 > rows[4] and 120 <= min(rows.values())
     epochs = 2
     options = ADAM if optimizer == "adam" else dict(momentum=0.5)
     for K in (1, 16):
