@@ -36,8 +36,11 @@ def _vector_bytes() -> int:
             raise ValueError(f"FASTFFNN_VECTOR_BYTES={setting!r}: must be 32 or 64 (bytes of a vector "
                              f"register), or unset to choose by the CPU")
         return int(setting)
-    features = numba.config.CPU_FEATURES or (llvm.get_host_cpu_features().flatten()
-                                             if not numba.config.CPU_NAME else "")
+    # the features Numba's JIT compiles with: NUMBA_CPU_FEATURES where set (Numba's config makes it
+    # empty for NUMBA_CPU_NAME=generic), else the host's, whatever NUMBA_CPU_NAME names
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
     return 64 if "+avx512f" in features.split(",") else 32
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from functools import lru_cache
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
@@ -1200,6 +1201,29 @@ def test_results_do_not_depend_on_the_vector_width_or_the_block_rows():
                            env={**os.environ, **env}, check=True).stdout.split() for env, _ in settings]
     assert [run[:2] for run in runs] == [shape for _, shape in settings]
     assert runs[0][2:] == runs[1][2:] == runs[2][2:]
+
+
+FEATURES_SCRIPT = """
+from numba.core.registry import cpu_target
+from fastffnn.kernels.gemm import VECTOR_BYTES
+print(VECTOR_BYTES, "+avx512f" in cpu_target.target_context.codegen()._tm_features.split(","))
+"""
+
+
+@pytest.mark.parametrize("env, fixed", [({}, None), ({"NUMBA_CPU_NAME": llvm.get_host_cpu_name()}, None),
+                                        ({"NUMBA_CPU_NAME": "generic"}, "32"),
+                                        ({"NUMBA_CPU_NAME": "skylake-avx512",
+                                          "NUMBA_CPU_FEATURES": "+avx2,+fma,+avx512f"}, "64")],
+                         ids=["host", "host-by-name", "generic", "avx512-features"])
+def test_the_vector_width_follows_the_features_numba_compiles_with(env, fixed):
+    # 64-byte tiles exactly where Numba's JIT targets AVX-512: its NUMBA_CPU_FEATURES where set (empty
+    # for NUMBA_CPU_NAME=generic), else the host's, whether or not NUMBA_CPU_NAME names a CPU
+    base = {k: v for k, v in os.environ.items() if k not in ("FASTFFNN_VECTOR_BYTES", "NUMBA_CPU_NAME",
+                                                             "NUMBA_CPU_FEATURES")}
+    width, avx512 = subprocess.run([sys.executable, "-c", FEATURES_SCRIPT], capture_output=True, text=True,
+                                   timeout=120, env={**base, **env}, check=True).stdout.split()
+    assert width == ("64" if avx512 == "True" else "32")
+    assert fixed in (None, width)
 
 
 def test_a_bad_vector_width_is_refused_by_name():
