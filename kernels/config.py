@@ -166,12 +166,16 @@ RELU, LEAKY_RELU, TANH, SIGMOID = 0, 1, 2, 3
 IDENTITY = -1      # the output layer: logits are left as they are
 LEAKY_SLOPE = 0.01
 
-# Rows of a batch that go through forward and backward together (span._step), as bytes of one
-# element of each row: 128 rows in float64, 256 in float32, so that a chunk's activations and
-# deltas take the same bytes in either dtype (2 x 128 x 65 doubles for the seed network, in a
-# core's L2).  The longer float32 chunk gives its products twice the sums over the batch per
-# pass for the same footprint (seed float32 1.07x, wide float32 1.01x, against 128 rows).
+# Rows of a batch that go through forward and backward together (span._step): the most, a power
+# of two up to CHUNK_ROWS, whose activations of every layer take at most CHUNK_FOOTPRINT bytes
+# (their deltas as many again), and never fewer than CHUNK_BYTES of one element of each row --
+# 128 rows in float64, 256 in float32.  The seed network's 512 samples (layers 32, 32, 1) are one
+# chunk in either dtype; 100-256-128-1 takes 128 rows in float64 and 256 in float32.  Longer
+# chunks give the products more of the sum over the batch per pass (float32 256 rows against 128:
+# seed 1.07x, wide 1.01x; seed float64 512 against 128: about 1.03x, Zen 2, alternated).
 CHUNK_BYTES = 1024
+CHUNK_ROWS = 512
+CHUNK_FOOTPRINT = 512 * 1024
 
 # Optimizer codes shared by kernels and the Python registry (fastffnn.hyperparams.OPTIMIZERS): a
 # run-time switch read from the hyperparameter row, so one compiled kernel serves both.

@@ -9,7 +9,7 @@ says; its optimizer state is ``moments`` (2, P), laid out like it, and ``steps``
 steps taken (``_update`` says what each optimizer keeps there); ``grad`` (P,) is scratch for the
 gradient, laid out like them.  ``work`` (W,) is the per-instance scratch allocated once by the
 driver (``workspace_size``): for each layer its activations and deltas (C, O) for a chunk of
-C = min(B, chunk_rows(itemsize)) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
+C = min(B, chunk_rows(sizes, itemsize)) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
 of T (B, K), the per-sample losses (B,), and the step's coefficients (``_coefficients``).
 Nothing is allocated inside the epoch loop but the packing buffer of a large float32 weight
 gradient (``gemm._define_packed``).
@@ -19,8 +19,9 @@ import math
 import numba
 import numpy as np
 
-from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK_BYTES, CONTRACT, EPS, L2, LR, MOMENTUM, OPTIMIZER, PENALTY,
-                     S_BETA1, S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE, STEP_COLUMNS, Specialised, jit)
+from .config import (ADAM, BATCH_SIZE, BETA1, BETA2, CHUNK_BYTES, CHUNK_FOOTPRINT, CHUNK_ROWS, CONTRACT, EPS, L2, LR,
+                     MOMENTUM, OPTIMIZER, PENALTY, S_BETA1, S_BETA2, S_EPS, S_L2, S_LR, S_MOMENTUM, S_ROOT, S_SIZE,
+                     STEP_COLUMNS, Specialised, jit)
 from .elementary import muladd
 from .gemm import ADAM_STEP, MOMENTUM_STEP, NONE, PLAIN_STEP, steps_in_epilogue
 from .layout import layer_offset_jit
@@ -42,9 +43,16 @@ def workspace_size(sizes, batch, dtype=np.float64):
 
 
 @jit(inline="always")
-def chunk_rows(itemsize):
-    # rows of a chunk of elements of itemsize bytes (config.CHUNK_BYTES): 128 in float64, 256 in float32
-    return CHUNK_BYTES // itemsize
+def chunk_rows(sizes, itemsize):
+    # rows of a chunk of a network of layer sizes (L + 1,), elements of itemsize bytes: config's
+    # CHUNK_ROWS, halved while the activations outgrow CHUNK_FOOTPRINT, down to CHUNK_BYTES // itemsize
+    width = 0
+    for l in range(1, sizes.shape[0]):
+        width += sizes[l]
+    rows = CHUNK_ROWS
+    while rows > CHUNK_BYTES // itemsize and rows * width * itemsize > CHUNK_FOOTPRINT:
+        rows //= 2
+    return rows
 
 
 @jit
@@ -89,7 +97,7 @@ def _batch_buffers(work, sizes, B):
     off = 0
     L = sizes.shape[0] - 1
     for m in range(L):
-        off += _layer_size(sizes, m, min(B, chunk_rows(work.itemsize)))
+        off += _layer_size(sizes, m, min(B, chunk_rows(sizes, work.itemsize)))
     F, K = sizes[0], sizes[L]
     return (work[off:off + B * F].reshape((B, F)),
             work[off + B * F:off + B * (F + K)].reshape((B, K)),
@@ -100,7 +108,7 @@ def _batch_buffers(work, sizes, B):
 def workspace_size_jit(sizes, batch, itemsize):
     total = batch * (sizes[0] + sizes[-1] + 1) + len(STEP_COLUMNS)
     for l in range(sizes.shape[0] - 1):
-        total += _layer_size(sizes, l, min(batch, chunk_rows(itemsize)))
+        total += _layer_size(sizes, l, min(batch, chunk_rows(sizes, itemsize)))
     return total
 
 
@@ -150,7 +158,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
     L = sizes.shape[0] - 1
     penalty = hyper[PENALTY]
     scale = 1.0 / B
-    chunk = chunk_rows(params.itemsize)
+    chunk = chunk_rows(sizes, params.itemsize)
     C = min(B, chunk)
     coef, code = _coefficients(work, hyper, steps[0] + 1)
     for l in range(1, L):
@@ -359,7 +367,7 @@ def _predict_proba(proba, X, params, sizes, act, penalty, binary):
     numba.literally(binary)
     _check_binary(sizes, binary)
     n = X.shape[0]
-    chunk = chunk_rows(params.itemsize)
+    chunk = chunk_rows(sizes, params.itemsize)
     C = min(n, chunk)
     work = np.empty(workspace_size_jit(sizes, C, params.itemsize), dtype=params.dtype)
     for r0 in range(0, n, chunk):

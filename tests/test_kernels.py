@@ -759,7 +759,8 @@ class Problem:
     else drawn."""
 
     def __init__(self, act, K, *, n=7, lr=0.25, l2=0.0, momentum=0.0, batch=None, penalty=1.5, seed=0,
-                 optimizer="sgd", beta1=0.875, beta2=1 - 2**-10, eps=2**-20, steps=0, hidden=(4, 3)):
+                 optimizer="sgd", beta1=0.875, beta2=1 - 2**-10, eps=2**-20, steps=0, hidden=(4, 3),
+                 backprop=False):
         rng = np.random.default_rng(seed)
         self.sizes = (3, *hidden, K)
         self.act, self.code = act, naive.ACTIVATION_CODES[act]
@@ -781,6 +782,7 @@ class Problem:
         self.lr, self.l2, self.momentum, self.penalty = lr, l2, momentum, penalty
         self.optimizer, self.beta1, self.beta2, self.eps = optimizer, beta1, beta2, eps
         self.batch = int(min(n, self.hyper[config.BATCH_SIZE]))
+        self.backprop = backprop        # naive_epochs' gradients by naive.backprop_gradient, not finite differences
 
     def run(self, epochs, dtype, kernel=span.train_span, cancel=None):
         """(params, moments, losses, rng, order, steps) after ``epochs`` epochs -- or fewer, if
@@ -809,6 +811,24 @@ class Problem:
 
     def fd_gradient(self, params, rows=None):
         return naive.fd_gradient(lambda p: self.data_loss(p, rows), params)
+
+    def gradient(self, params, rows=None):
+        if not self.backprop:
+            return self.fd_gradient(params, rows)
+        X, T = (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
+        return naive.backprop_gradient(params, X, T, self.sizes, self.act, self.penalty)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_the_naive_backpropagation_is_the_finite_differences(act, K):
+    # the reference of the long batches (Problem's backprop) against the finite differences
+    prob = Problem(act, K, seed=K + 40, hidden=(4, 3))
+    rows = [4, 0, 6]
+    for r in (None, rows):
+        X, T = (prob.X, prob.T) if r is None else (prob.X[r], prob.T[r])
+        np.testing.assert_allclose(naive.backprop_gradient(prob.params, X, T, prob.sizes, prob.act, prob.penalty),
+                                   prob.fd_gradient(prob.params, r), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("hidden", [(4, 3), (), (4, 1)])
@@ -884,7 +904,7 @@ ADAM = dict(optimizer="adam", beta1=0.875, beta2=1 - 2**-10, eps=2**-20)     # e
 def naive_epochs(prob, epochs):
     """What the span kernel should do to ``prob``, by the naive references: (params, moments,
     losses, order, generator state, steps) after ``epochs`` epochs of ``naive.adam_step`` or
-    ``naive.sgd_step`` on finite-difference gradients, each epoch's batches in the naive shuffle's
+    ``naive.sgd_step`` on finite-difference gradients (``Problem.gradient``), each epoch's batches in the naive shuffle's
     order (a full batch is not shuffled)."""
     n, B = prob.X.shape[0], prob.batch
     p, (m, v), t = prob.params, prob.moments, prob.steps
@@ -897,7 +917,7 @@ def naive_epochs(prob, epochs):
         for start in range(0, n, B):
             rows = perm[start:start + B]
             total += prob.data_loss(p, rows) * len(rows) / n
-            g, t = prob.fd_gradient(p, rows), t + 1
+            g, t = prob.gradient(p, rows), t + 1
             if prob.optimizer == "adam":
                 p, m, v = naive.adam_step(p, m, v, t, g, prob.sizes, prob.lr, prob.l2, prob.beta1, prob.beta2,
                                           prob.eps)
@@ -941,17 +961,17 @@ def test_steps_in_the_weight_gradients_epilogue_follow_the_naive_steps(act, opti
     # vectors; with 64-byte ones its steps are span._update's, and test_gemm_step_epilogues takes
     # its epilogue alone -- 32 wide, the finite differences take 16 times as long): their weights
     # take the step in the last chunk's weight-gradient epilogue (gemm.gemm_step), the rest in
-    # span._update; 16 outputs make the output layer one of them.  300 samples: the full batch is
-    # three chunks in float64 and two in float32, each gradient accumulating before the last
-    # takes the step; batches of 120, 120, 60 one chunk
+    # span._update; 16 outputs make the output layer one of them.  1100 samples: the full batch is
+    # three chunks or more in either dtype, each gradient accumulating before the last takes the
+    # step; batches of 120 (nine, then 20) one chunk
     assert span.steps_in_epilogue(16, 8) and span.steps_in_epilogue(16, 4) == (PAIR_F32 == 16)
-    rows = {itemsize: span.chunk_rows.py_func(itemsize) for itemsize in (8, 4)}
-    assert 300 > 2 * rows[8] and 300 > rows[4] and 120 <= min(rows.values())
     epochs = 2
     options = ADAM if optimizer == "adam" else dict(momentum=0.5)
     for K in (1, 16):
-        prob = Problem(act, K, n=300, lr=2**-5, l2=2**-6, batch=batch, steps=5, seed=K + 500, hidden=(16, 16),
-                       **options)
+        prob = Problem(act, K, n=1100, lr=2**-5, l2=2**-6, batch=batch, steps=5, seed=K + 500, hidden=(16, 16),
+                       backprop=True, **options)
+        rows = [span.chunk_rows.py_func(np.array(prob.sizes), itemsize) for itemsize in (8, 4)]
+        assert 1100 > 2 * max(rows) and 120 <= min(rows)
         assert_epochs_follow_the_naive_ones(prob, epochs)
 
 
