@@ -94,10 +94,10 @@ def _rows(X, r0, r1):
 def _batch_buffers(work, sizes, B):
     # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the
     # layers' scratch, which holds one chunk of at most chunk_rows rows
-    off = 0
+    off, C = 0, min(B, chunk_rows(sizes, work.itemsize))
     L = sizes.shape[0] - 1
     for m in range(L):
-        off += _layer_size(sizes, m, min(B, chunk_rows(sizes, work.itemsize)))
+        off += _layer_size(sizes, m, C)
     F, K = sizes[0], sizes[L]
     return (work[off:off + B * F].reshape((B, F)),
             work[off + B * F:off + B * (F + K)].reshape((B, K)),
@@ -107,8 +107,9 @@ def _batch_buffers(work, sizes, B):
 @jit
 def workspace_size_jit(sizes, batch, itemsize):
     total = batch * (sizes[0] + sizes[-1] + 1) + len(STEP_COLUMNS)
+    C = min(batch, chunk_rows(sizes, itemsize))
     for l in range(sizes.shape[0] - 1):
-        total += _layer_size(sizes, l, min(batch, chunk_rows(sizes, itemsize)))
+        total += _layer_size(sizes, l, C)
     return total
 
 

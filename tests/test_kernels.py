@@ -802,8 +802,12 @@ class Problem:
         assert self.done == epochs or cancel[0]
         return params, moments, losses, rng, order, int(steps[0])
 
+    def samples(self, rows=None):
+        """(X, T) of the given rows, or of all."""
+        return (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
+
     def data_loss(self, params, rows=None):
-        X, T = (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
+        X, T = self.samples(rows)
         return naive.loss(params, X, T, self.sizes, self.act, self.penalty)
 
     def full_loss(self, params):
@@ -815,8 +819,7 @@ class Problem:
     def gradient(self, params, rows=None):
         if not self.backprop:
             return self.fd_gradient(params, rows)
-        X, T = (self.X, self.T) if rows is None else (self.X[rows], self.T[rows])
-        return naive.backprop_gradient(params, X, T, self.sizes, self.act, self.penalty)
+        return naive.backprop_gradient(params, *self.samples(rows), self.sizes, self.act, self.penalty)
 
 
 @pytest.mark.parametrize("K", [1, 3])
@@ -826,8 +829,8 @@ def test_the_naive_backpropagation_is_the_finite_differences(act, K):
     prob = Problem(act, K, seed=K + 40, hidden=(4, 3))
     rows = [4, 0, 6]
     for r in (None, rows):
-        X, T = (prob.X, prob.T) if r is None else (prob.X[r], prob.T[r])
-        np.testing.assert_allclose(naive.backprop_gradient(prob.params, X, T, prob.sizes, prob.act, prob.penalty),
+        np.testing.assert_allclose(naive.backprop_gradient(prob.params, *prob.samples(r), prob.sizes, prob.act,
+                                                           prob.penalty),
                                    prob.fd_gradient(prob.params, r), rtol=1e-6, atol=1e-8)
 
 
@@ -904,7 +907,7 @@ ADAM = dict(optimizer="adam", beta1=0.875, beta2=1 - 2**-10, eps=2**-20)     # e
 def naive_epochs(prob, epochs):
     """What the span kernel should do to ``prob``, by the naive references: (params, moments,
     losses, order, generator state, steps) after ``epochs`` epochs of ``naive.adam_step`` or
-    ``naive.sgd_step`` on finite-difference gradients (``Problem.gradient``), each epoch's batches in the naive shuffle's
+    ``naive.sgd_step`` on ``Problem.gradient``'s gradients, each epoch's batches in the naive shuffle's
     order (a full batch is not shuffled)."""
     n, B = prob.X.shape[0], prob.batch
     p, (m, v), t = prob.params, prob.moments, prob.steps
