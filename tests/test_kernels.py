@@ -78,19 +78,25 @@ def where(**kw):
 # ============================================================================================
 # Calling conventions of the dense kernels, in one place (the rest of the file goes through these)
 # ============================================================================================
+# The layer kernels take the activation as a compile-time constant, as the span kernels give it;
+# config.Specialised finds each compiled literal by its value, as for the span kernels (a plain
+# dispatcher types such a function again on every call, a third of a second)
 @numba.njit
-def literal_dense_forward(out, inp, weight, bias, act):
-    # the layer kernels take the activation as a compile-time constant, as the span kernels give it
+def _literal_dense_forward(out, inp, weight, bias, act):
     numba.literally(act)
     layers.dense_forward(out, inp, weight, bias, act)
 
 
 @numba.njit
-def literal_dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
+def _literal_dense_backward(dinp, dweight, dbias, dout, inp, weightT, act):
     # the gradient alone: no optimizer step in the weight gradient's epilogue
     numba.literally(act)
     layers.dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, True,
                           (NONE, dweight, dweight, dweight, dbias))
+
+
+literal_dense_forward = config.Specialised(_literal_dense_forward, 4)
+literal_dense_backward = config.Specialised(_literal_dense_backward, 6)
 
 
 def kernel_dense_forward(inp, weight, bias, act="identity"):
@@ -525,9 +531,12 @@ def kernel_xent_backward(z, t, penalty, scale):
 
 
 @numba.njit
-def literal_output_proba(proba, z, penalty, binary):
+def _literal_output_proba(proba, z, penalty, binary):
     numba.literally(binary)
     layers.output_proba(proba, z, penalty, binary)
+
+
+literal_output_proba = config.Specialised(_literal_output_proba, 3)
 
 
 def kernel_output_proba(z, penalty):
@@ -1220,8 +1229,13 @@ def test_results_do_not_depend_on_the_vector_width_or_the_block_rows():
     settings = [({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "x86-64-v3"}, ["32", "4"]),
                 ({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "haswell"}, ["32", "6"]),
                 ({"FASTFFNN_VECTOR_BYTES": "64"}, ["64", str(ROWS_F32)])]
-    runs = [subprocess.run([sys.executable, "-c", WIDTH_SCRIPT], capture_output=True, text=True, timeout=600,
-                           env={**os.environ, **env}, check=True).stdout.split() for env, _ in settings]
+    # the three at once: each compiles its own kernels, most of its time
+    procs = [subprocess.Popen([sys.executable, "-c", WIDTH_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, **env}) for env, _ in settings]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    runs = [out.split() for out, _ in outputs]
     assert [run[:2] for run in runs] == [shape for _, shape in settings]
     assert runs[0][2:] == runs[1][2:] == runs[2][2:]
 
