@@ -87,7 +87,7 @@ def _define_tile(module, fty, rows, steps):
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
     out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, first, second, coef = fn.args
-    for p in (out, a, w):
+    for p in (a, w):        # not out: it may be the gate (gemm_fused)
         p.add_attribute("noalias")
     vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
     align = 8 if isinstance(fty, ir.DoubleType) else 4
@@ -261,7 +261,7 @@ def _tiles_function(module, name, fty):
                      name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    for p in (fn.args[0], fn.args[2], fn.args[4]):     # out, a, w
+    for p in (fn.args[2], fn.args[4]):     # a, w; not out, which may be the gate (gemm_fused)
         p.add_attribute("noalias")
     return fn, fn.args, ir.IRBuilder(fn.append_basic_block("entry"))
 
@@ -493,20 +493,13 @@ def _all_tiles(out, A, W, accumulate, epilogue, vec, mat, slope, first, second, 
 
 
 @jit(inline="always")
-def _gemm_column(out, A, trans_a, w):
-    # out (R,) += op(A) @ w (K,)
+def _gemm_column(out, A, w):
+    # out (R,) += A.T @ w (K,), A (K, R)
     R, K = out.shape[0], w.shape[0]
-    if trans_a:
-        for k in range(K):
-            wk = w[k]
-            for r in range(R):
-                out[r] += A[k, r] * wk
-    else:
+    for k in range(K):
+        wk = w[k]
         for r in range(R):
-            s = out[r]
-            for k in range(K):
-                s += A[r, k] * w[k]
-            out[r] = s
+            out[r] += A[k, r] * wk
 
 
 def gemm_native(out_p, a_p, w_p, vec_p, mat_p, first_p, second_p, R, C, K, trans_a, accumulate, epilogue, slope):
@@ -525,30 +518,38 @@ def gemm_native(out_p, a_p, w_p, vec_p, mat_p, first_p, second_p, R, C, K, trans
     if cb == C:
         return
     # the last columns, fewer than a vector pair, in plain Numba
-    if not acc:
-        out[:, cb:] = 0.0
-    if C == 1:
-        # one column (a binary output layer): as vectors, unit stride known to the compiler
-        _gemm_column(out.reshape(R), A, trans_a, W.reshape(K))
-    elif trans_a:
-        for c in range(cb, C):
-            for k in range(K):
-                w = W[k, c]
-                for r in range(R):
-                    out[r, c] += A[k, r] * w
-    else:
+    if trans_a:
+        if not acc:
+            out[:, cb:] = 0.0
+        if C == 1:
+            # one column (a binary output layer's weight gradient): as vectors, unit stride known
+            # to the compiler
+            _gemm_column(out.reshape(R), A, W.reshape(K))
+        else:
+            for c in range(cb, C):
+                for k in range(K):
+                    w = W[k, c]
+                    for r in range(R):
+                        out[r, c] += A[k, r] * w
+        if epilogue == NONE:
+            return
         for r in range(R):
             for c in range(cb, C):
-                s = out[r, c]
-                for k in range(K):
-                    s += A[r, k] * W[k, c]
-                out[r, c] = s
-    if epilogue == NONE:
+                v = out[r, c] + vec[c] if epilogue == ACT else out[r, c]
+                out[r, c] = v if (v if epilogue == ACT else mat[r, c]) > 0 else slope * v
         return
+    # each element's epilogue as it is stored, its gate read first: mat may be out itself (GATE in
+    # place, layers.dense_backward)
     for r in range(R):
         for c in range(cb, C):
-            v = out[r, c] + vec[c] if epilogue == ACT else out[r, c]
-            out[r, c] = v if (v if epilogue == ACT else mat[r, c]) > 0 else slope * v
+            v = out[r, c] if acc else out.dtype.type(0)
+            for k in range(K):
+                v += A[r, k] * W[k, c]
+            if epilogue == ACT:
+                v += vec[c]
+            if epilogue != NONE and not (v if epilogue == ACT else mat[r, c]) > 0:
+                v = slope * v
+            out[r, c] = v
 
 
 _NATIVE = {}    # dtype -> its compiled gemm_native, kept alive: LLVM holds only its address
@@ -606,7 +607,8 @@ def gemm_fused(out, A, trans_a, W, accumulate, epilogue, vec, mat, slope):
     - epilogue GATE: v = v if mat[r, c] > 0 else slope * v       (times the relu / leaky derivative)
 
     A call of the native gemm of the dtype (``link``); vec (C,) and mat (R, C) are read only by
-    their epilogue."""
+    their epilogue.  Without trans_a, mat may be out itself (an activation that its gradient
+    overwrites): each element's gate is read before its result is written."""
     _gemm_call(out, A, trans_a, W, accumulate, epilogue, vec, mat, out, out, slope)
 
 

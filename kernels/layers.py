@@ -149,7 +149,8 @@ def _one_pass_output_overload(act, binary):
 
 def output_layer_backward(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
     """The output layer's backward (overloaded below): ``output_backward`` where
-    ``one_pass_output`` (one output, so its step is ``NONE``; it reads the weight, step[1]), else
+    ``one_pass_output`` (one output, so its step is ``NONE``; it reads the weight, step[1]; dinp
+    is inp there, whose activations its deltas overwrite: ``deltas_in_place``), else
     ``dense_backward`` (which reads ``weightT``); accumulate and step as dense_backward's."""
 
 
@@ -160,11 +161,25 @@ def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weightT, act,
             if not accumulate:
                 clear(dweight.reshape(dweight.size))
                 clear(dbias)
-            output_backward(dinp, dweight, dbias, dz, inp, step[1], act)
+            output_backward(inp, dweight, dbias, dz, step[1], act)
     else:
         def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
             dense_backward(dinp, dweight, dbias, dz, inp, weightT, act, accumulate, step)
     return impl
+
+
+def deltas_in_place(act):
+    """Whether a hidden layer's deltas overwrite its activations (overloaded below, a constant):
+    after relu or leaky relu (``act``), whose derivative the input gradient's epilogue reads from
+    the activation just before it writes the delta there, so a chunk's backward touches half the
+    memory; tanh's and sigmoid's derivatives are applied after the product, from the activation,
+    so their deltas keep a place of their own."""
+
+
+@overload(deltas_in_place, prefer_literal=True, inline="always")
+def _deltas_in_place_overload(act):
+    fused = _fused(act, FUSED_BACKWARD)
+    return lambda act: fused
 
 
 @jit(inline="always")
@@ -173,7 +188,8 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, accumulate, st
     #   gemm_step's (code, weight, first, second, coef), code NONE for the gradient alone;
     #   dbias (O,) += column sums of dout; both overwritten instead when not accumulate
     # dinp (B, I) overwritten with (dout @ weight^T) * act'(inp), the gradient w.r.t. the previous
-    #   layer's pre-activation; pass dinp of shape (0, I) to skip it (the first layer)
+    #   layer's pre-activation; pass dinp of shape (0, I) to skip it (the first layer); dinp may be
+    #   inp itself where deltas_in_place(act)
     # dout (B, O): gradient w.r.t. this layer's pre-activation; inp (B, I): this layer's input;
     # weightT (O, I): the weight transposed; act: the previous layer's activation, a literal (_fused)
     gemm_step(dweight, inp, dout, accumulate, step)
@@ -186,23 +202,23 @@ def dense_backward(dinp, dweight, dbias, dout, inp, weightT, act, accumulate, st
 
 
 @jit(inline="always")
-def output_backward(dinp, dweight, dbias, dz, inp, weight, act):
+def output_backward(h, dweight, dbias, dz, weight, act):
     # dense_backward for a layer of one output, the binary output layer, after a relu or leaky
-    # relu layer (act), in one pass over inp rather than two products of width 1:
-    # dweight (I, 1) += inp^T @ dz; dbias (1,) += sum of dz; dinp (B, I) overwritten with
-    # dz @ weight^T * act'(inp).  dz (B, 1); inp (B, I); weight (I, 1).  Each element is the sum,
-    # in the same order, that the two products give; only leaky relu's slope * dz * w may round
-    # once differently (fastmath hoists slope * dz out of the loop).
-    B, I = inp.shape
+    # relu layer (act), in one pass over its input h (B, I) rather than two products of width 1,
+    # the deltas in the activations' place (deltas_in_place): dweight (I, 1) += h^T @ dz; dbias
+    # (1,) += sum of dz; then h overwritten with dz @ weight^T * act'(h).  dz (B, 1); weight (I, 1).
+    # Each element is the sum, in the same order, that the two products give; only leaky relu's
+    # slope * dz * w may round once differently (fastmath hoists slope * dz out of the loop).
+    B, I = h.shape
     w, dw = weight.reshape(I), dweight.reshape(I)
-    slope = inp.dtype.type(_slope(act))         # in the dtype, as gemm's GATE epilogue takes it
+    slope = h.dtype.type(_slope(act))         # in the dtype, as gemm's GATE epilogue takes it
     for b in range(B):
         d = dz[b, 0]
         for j in range(I):
-            h = inp[b, j]
-            dw[j] += h * d
+            a = h[b, j]
+            dw[j] += a * d
             v = d * w[j]
-            dinp[b, j] = v if h > 0 else slope * v
+            h[b, j] = v if a > 0 else slope * v
     column_sums(dbias, dz)
 
 

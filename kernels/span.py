@@ -9,7 +9,8 @@ says; its optimizer state is ``moments`` (2, P), laid out like it, and ``steps``
 steps taken (``_update`` says what each optimizer keeps there); ``grad`` (P,) is scratch for the
 gradient, laid out like them.  ``work`` (W,) is the per-instance scratch allocated once by the
 driver (``workspace_size``): for each layer its activations and deltas (C, O) for a chunk of
-C = min(B, chunk_rows(sizes, itemsize)) rows, and its weight transposed (O, I); then a gathered batch of X (B, F) and
+C = min(B, chunk_rows(sizes, itemsize)) rows (a hidden layer's deltas in its activations' place
+after relu and leaky relu, ``_deltas``), and its weight transposed (O, I); then a gathered batch of X (B, F) and
 of T (B, K), the per-sample losses (B,), and the step's coefficients (``_coefficients``).
 Nothing is allocated inside the epoch loop but the packing buffer of a large float32 weight
 gradient (``gemm._define_packed``).
@@ -26,6 +27,7 @@ from .elementary import muladd
 from .gemm import ADAM_STEP, MOMENTUM_STEP, NONE, PLAIN_STEP, steps_in_epilogue
 from .layout import layer_offset_jit
 from .layers import (
+    deltas_in_place,
     dense_backward,
     dense_forward,
     one_pass_output,
@@ -80,6 +82,16 @@ def _buffers(work, sizes, l, C, B):
     return (work[off:off + B * O].reshape((B, O)),
             work[off + C * O:off + C * O + B * O].reshape((B, O)),
             work[off + 2 * C * O:off + 2 * C * O + O * I].reshape((O, I)))
+
+
+@jit(inline="always")
+def _deltas(work, sizes, l, C, B, act):
+    # views of layer l's deltas (B, O) and weightT (O, I), as _buffers': a hidden layer's deltas in
+    # its activations' place where layers.deltas_in_place(act)
+    out, deltas, weightT = _buffers(work, sizes, l, C, B)
+    if l < sizes.shape[0] - 2 and deltas_in_place(act):
+        return out, weightT
+    return deltas, weightT
 
 
 @jit
@@ -180,7 +192,7 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
         output_loss(terms[r0:r1], dz, z, Tc, penalty, scale, binary)
         for l in range(L - 1, -1, -1):
             dweight, dbias = _layer(grad, sizes, l)
-            _, dout, weightT = _buffers(work, sizes, l, C, m)
+            dout, weightT = _deltas(work, sizes, l, C, m, act)
             weight, _ = _layer(params, sizes, l)
             if r1 == B and steps_in_epilogue(sizes[l + 1], params.itemsize):
                 step = (code, weight, _layer(first, sizes, l)[0], _layer(second, sizes, l)[0], coef)
@@ -189,7 +201,8 @@ def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, ter
             if l == 0:      # the first layer: no input gradient
                 inp, dinp = Xc, work[:0].reshape((0, sizes[0]))
             else:
-                inp, dinp, _ = _buffers(work, sizes, l - 1, C, m)
+                inp, _, _ = _buffers(work, sizes, l - 1, C, m)
+                dinp, _ = _deltas(work, sizes, l - 1, C, m, act)
             if 0 < l == L - 1:
                 output_layer_backward(dinp, dweight, dbias, dout, inp, weightT, act, binary, r0 > 0, step)
             else:

@@ -188,9 +188,9 @@ def test_output_backward_is_dense_backward_of_one_output(act, B, I):
     for dtype in DTYPES:
         inp, dz, w, dw0 = (rng.normal(size=s).astype(dtype) for s in ((B, I), (B, 1), (I, 1), (I, 1)))
         want = [np.zeros((B, I), dtype), dw0.copy(), np.ones(1, dtype)]
-        got = [x.copy() for x in want]
+        got = [inp.copy(), dw0.copy(), np.ones(1, dtype)]      # the deltas overwrite the activations
         literal_dense_backward(*want, dz, inp, np.ascontiguousarray(w.T), code)
-        layers.output_backward(*got, dz, inp, w, code)
+        layers.output_backward(*got, dz, w, code)
         for name, a, b in zip(("dinp", "dweight", "dbias"), got, want):
             msg = where(dtype=dtype, array=name)
             if act == "relu" or name != "dinp":
@@ -320,6 +320,10 @@ def test_gemm_epilogues(R, C, K, seed):
             fused(out, a, w, False, bias.astype(dtype), gate.astype(dtype), slope)
             naive.assert_close(out[1:], np.where(gate > 0, product, slope * product)[1:], dtype, msg=msg)
             assert np.isnan(out[0]).all(), msg
+            # in place: the gate is the output, each gate read before its element is written
+            in_place = gate.astype(dtype)
+            fused(in_place, a, w, False, bias.astype(dtype), in_place, slope)
+            np.testing.assert_array_equal(in_place, out, err_msg=msg)
 
 
 @numba.njit
