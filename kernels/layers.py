@@ -150,7 +150,8 @@ def _one_pass_output_overload(act, binary):
 def output_layer_backward(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
     """The output layer's backward (overloaded below): ``output_backward`` where
     ``one_pass_output`` (one output, so its step is ``NONE``; it reads the weight, step[1]; dinp
-    is inp there, whose activations its deltas overwrite: ``deltas_in_place``), else
+    is inp there, whose activations its deltas overwrite, ``deltas_in_place``: it works on dinp,
+    whose type is writable where inp's may be read-only, as the input X), else
     ``dense_backward`` (which reads ``weightT``); accumulate and step as dense_backward's."""
 
 
@@ -161,7 +162,7 @@ def _output_layer_backward_overload(dinp, dweight, dbias, dz, inp, weightT, act,
             if not accumulate:
                 clear(dweight.reshape(dweight.size))
                 clear(dbias)
-            output_backward(inp, dweight, dbias, dz, step[1], act)
+            output_backward(dinp, dweight, dbias, dz, step[1], act)     # dinp is inp (a writable type)
     else:
         def impl(dinp, dweight, dbias, dz, inp, weightT, act, binary, accumulate, step):
             dense_backward(dinp, dweight, dbias, dz, inp, weightT, act, accumulate, step)
