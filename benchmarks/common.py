@@ -98,14 +98,15 @@ def workload(name: str, timed: bool = True) -> Workload:
     point (``sweep-n<samples>``: seed's network on n synthetic samples; ``sweep-w<width>``: 512
     samples, two hidden layers of that width).  The smoke run of ``wide`` keeps its network but
     only 4096 of its 100 000 samples."""
+    # X in the workload's dtype, as the peers get it: a float32 run then converts nothing
+    dtype = "float32" if name.endswith("-f32") else "float64"
     if name in ("seed", "seed-f32", "seed-mb32"):
         X, _, y, _ = ff.datasets.breast_cancer(test_size=0.1, seed=0)       # 512 x 30
-        return Workload(name, X, y, (32, 32), "float32" if name == "seed-f32" else "float64",
-                        batch_size=32 if name == "seed-mb32" else None)
+        return Workload(name, X.astype(dtype), y, (32, 32), dtype, batch_size=32 if name == "seed-mb32" else None)
     if name in ("wide", "wide-f32"):
         X, y = _synthetic(100_000 if timed else 4096, 100)
-        return Workload(name, X, y, (256, 128), "float32" if name == "wide-f32" else "float64", batch_size=256,
-                        epochs=2, check_epochs=1, min_accuracy=0.6)
+        return Workload(name, X.astype(dtype), y, (256, 128), dtype, batch_size=256, epochs=2, check_epochs=1,
+                        min_accuracy=0.6)
     if name.startswith("sweep-n") or name.startswith("sweep-w"):
         value = int(name[len("sweep-n"):])
         n, width = (value, 32) if name[6] == "n" else (512, value)
