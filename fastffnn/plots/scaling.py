@@ -16,12 +16,20 @@ def _figure(ncols: int = 1):
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
+def _log2_x(ax, values: list) -> None:
+    """A base-2 x axis ticked at the values themselves, so 1 and 2 stay apart beside 16, 32 and 48."""
+    from matplotlib.ticker import NullLocator
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def _lines(ax, members: list, value, ylabel: str) -> None:
     for label in dict.fromkeys(r.label for r in members):
         pts = sorted((r.instances, value(r)) for r in members if r.label == label and value(r) is not None)
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
-    ax.set_xticks(sorted({r.instances for r in members}))
+    _log2_x(ax, sorted({r.instances for r in members}))
     ax.set_xlabel("instances N")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -76,10 +84,8 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
             pts = sorted((b.parties, b.round_s * 1e6) for b in barriers if b.label == label)
             ax.plot(*zip(*pts), marker="osD^vP"[i % 6], ms=8 - i % 3, linestyle=("-", "--", ":", "-.")[i % 4],
                     markerfacecolor="none", label=label)
-        parties = sorted({b.parties for b in barriers})
-        ax.set_xscale("log", base=2)
+        _log2_x(ax, sorted({b.parties for b in barriers}))
         ax.set_yscale("log")
-        ax.set_xticks(parties, [str(p) for p in parties])
         ax.minorticks_off()
         ax.set(xlabel="parties", ylabel="one allreduce round, µs")
         ax.grid(alpha=0.3)
