@@ -230,7 +230,7 @@ def clear(x):
         x[i] = 0.0
 
 
-@jit
+@jit(python=False)
 def column_sums(total, x):
     # total (O,) += the column sums of x (B, O), eight rows per pass over total
     B, O = x.shape

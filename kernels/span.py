@@ -57,7 +57,7 @@ def chunk_rows(sizes, itemsize):
     return rows
 
 
-@jit
+@jit(python=False)
 def _layer(params, sizes, l):
     # views (no copy) of layer l's weight (I, O) and bias (O,) inside params (P,)
     off = layer_offset_jit(sizes, l)
@@ -65,13 +65,13 @@ def _layer(params, sizes, l):
     return params[off:off + I * O].reshape((I, O)), params[off + I * O:off + I * O + O]
 
 
-@jit
+@jit(python=False)
 def _layer_size(sizes, l, B):
     # scratch of layer l: activations and deltas (B, O), weightT (O, I)
     return 2 * B * sizes[l + 1] + sizes[l] * sizes[l + 1]
 
 
-@jit
+@jit(python=False)
 def _buffers(work, sizes, l, C, B):
     # views of layer l's activations (B, O), deltas (B, O) and weightT (O, I) inside work (W),
     # laid out for chunks of C rows; B <= C rows in use
@@ -94,7 +94,7 @@ def _deltas(work, sizes, l, C, B, act):
     return deltas, weightT
 
 
-@jit
+@jit(python=False)
 def _rows(X, r0, r1):
     # rows r0:r1 of a C-contiguous X (n, F) as a C-contiguous view (a plain slice would not be
     # typed contiguous, and gemm takes C-contiguous arrays only)
@@ -102,7 +102,7 @@ def _rows(X, r0, r1):
     return X.reshape(X.shape[0] * F)[r0 * F:r1 * F].reshape((r1 - r0, F))
 
 
-@jit
+@jit(python=False)
 def _batch_buffers(work, sizes, B):
     # views of a gathered batch Xb (B, F), Tb (B, K) and the per-sample losses (B,) after the
     # layers' scratch, which holds one chunk of at most chunk_rows rows
@@ -140,7 +140,7 @@ def _coefficients(work, hyper, t):
     return coef, ADAM_STEP
 
 
-@jit
+@jit(python=False)
 def _forward(work, X, params, sizes, act, C, binary):
     # activations of every layer for the rows of X (B <= C) into work laid out for chunks of C
     # rows; the last layer keeps its logits (B, K)
@@ -156,7 +156,7 @@ def _forward(work, X, params, sizes, act, C, binary):
         inp = out
 
 
-@jit
+@jit(python=False)
 def _step(params, first, second, steps, grad, work, X, T, sizes, act, hyper, terms, cancel, binary):
     # one optimizer step on the batch X (B, F), T (B, K); params, the moments first and second (P,),
     # steps, grad, work changed in place; terms (B,) receives the per-sample losses before the step.
@@ -239,7 +239,7 @@ def _update(params, first, second, steps, grad, sizes, coef, code):
 
 # Adam's division vectorises (config.jit); never reassociated, and each multiply-add a muladd, so
 # that every step rounds as the epilogue's
-@jit(error_model="numpy", fastmath=CONTRACT)
+@jit(error_model="numpy", fastmath=CONTRACT, python=False)
 def _step_range(params, first, second, grad, coef, code):
     # the step of _update on a run of the parameters, views params, first, second, grad (R,) (the
     # loops index from 0, so they vectorise), L2 already in grad; with it, the arithmetic of
@@ -268,7 +268,7 @@ def _step_range(params, first, second, grad, coef, code):
             params[p] -= lr * grad[p]
 
 
-@jit
+@jit(python=False)
 def _l2_term(params, sizes, l2):
     # 0.5 * l2 * sum of squared weights (biases excluded)
     s = 0.0
