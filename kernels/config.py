@@ -18,6 +18,7 @@ from numba._dispatcher import compute_fingerprint
 from numba.core import sigutils
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.ccallback import CFunc
+from numba.core.registry import CPUDispatcher
 
 NOGIL = True
 CACHE = True
@@ -102,6 +103,18 @@ class KernelCache(TolerantCache):
         return super().load_overload(sig, target_context)
 
 
+class KernelOnlyDispatcher(CPUDispatcher):
+    """The dispatcher of a ``jit(python=False)`` helper: other kernels type and call it as any
+    other; a call from Python raises TypeError, where its missing wrapper (a null entry point)
+    would crash the interpreter."""
+
+    def __call__(self, *args, **kwargs):
+        name = f"{self.py_func.__module__}.{self.py_func.__qualname__}"
+        raise TypeError(f"{name} is compiled for other kernels only (jit(python=False)): it has no Python "
+                        f"wrapper, so Python cannot call it. Call the kernel that uses it, or compile it with "
+                        f"jit() to call it from Python.")
+
+
 def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", error_model="python",
         fastmath=FASTMATH, python=True):
     """``numba.njit`` with the project's options; the one decorator kernels use.
@@ -121,11 +134,14 @@ def jit(func=None, *, nogil=NOGIL, cache=CACHE, parallel=False, inline="never", 
     ``python=False`` is for a helper that only other kernels call: Numba then generates neither its
     CPython wrapper nor its C one, whose unboxing code is a large part of a small function's
     compiling (the span kernels' ten such helpers took a cold start from a median of 9.7 to 9.35 s
-    in float64 and 9.5 to 9.2 s in float32 on Zen 4), and Python cannot call it."""
+    in float64 and 9.5 to 9.2 s in float32 on Zen 4); a call from Python raises
+    (``KernelOnlyDispatcher``)."""
     def decorate(f):
         dispatcher = numba.njit(nogil=nogil, cache=cache, fastmath=fastmath, parallel=parallel, inline=inline,
                                 error_model=error_model, no_cpython_wrapper=not python,
                                 no_cfunc_wrapper=not python)(f)
+        if not python:      # the options as njit settled them, on the class that refuses Python's calls
+            dispatcher = KernelOnlyDispatcher(f, targetoptions=dispatcher.targetoptions)
         if cache:
             dispatcher._cache = KernelCache(f)
         return dispatcher

@@ -148,6 +148,14 @@ def test_a_binary_run_never_compiles_the_softmax(tmp_path):
     assert out.stdout.split() == ["1", "0"], out.stdout
 
 
+def test_a_helper_compiled_for_kernels_only_refuses_a_call_from_python():
+    """``jit(python=False)`` leaves out the Python wrapper (a lighter cold start); a call from Python
+    then raises, naming the helper, where the missing wrapper's null entry point would crash."""
+    assert isinstance(layers.column_sums, config.KernelOnlyDispatcher)
+    with pytest.raises(TypeError, match=r"layers\.column_sums is compiled for other kernels only"):
+        layers.column_sums(np.zeros(3), np.ones((4, 3)))
+
+
 def test_output_kernels_refuse_an_output_known_only_at_run_time():
     z = np.zeros((2, 1))
     with pytest.raises(numba.core.errors.TypingError, match="compile-time constant"):
