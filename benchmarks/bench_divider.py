@@ -1,8 +1,10 @@
 """Whether the FP divider runs beside the multiply-adds: the cause of Adam's cost on mini-batch 32.
 
-Adam's step takes a square root and a division per parameter (``kernels.gemm._emit_divide``); the
-kernels tried to hide them behind the weight gradient's multiply-adds, and could not.  This
-measures why, on loops written in LLVM IR as the kernels' GEMM tile is: each iteration makes
+Adam's step takes a square root and a division per parameter (``kernels.gemm._emit_step``), which
+the kernels hide behind the weight gradient's multiply-adds as far as the divider runs beside them:
+in 64-byte vectors a tile's steps are spread through the next tile's reduction
+(``gemm.DEFER_ADAM``), where Zen 4 hides most of the divider's time and Zen 2 none.  This measures
+that, on loops written in LLVM IR as the kernels' GEMM tile is: each iteration makes
 ``FMAS`` vector multiply-adds on 8 chains (or none), with the multiplicand in a register,
 broadcast from memory (as the tile's A is), a vector loaded from memory, or a lane of one
 broadcast in registers; and, or not, one vector square root and division whose operand is

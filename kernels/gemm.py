@@ -14,7 +14,8 @@ copies what its tiles share into contiguous panels, as GotoBLAS packs
 from L1.  The block may end in
 an epilogue (``gemm_fused``): bias and relu after the forward product, the relu derivative after
 the input gradient, so no pass over memory is spent on either; and after a weight gradient, the
-optimizer's step on the weights (``gemm_step``), so the gradient is never stored.
+optimizer's step on the weights (``gemm_step``), so the gradient is never stored; Adam's, in 64-byte
+vectors, spread through the next tile's reduction, beside whose multiply-adds the divider runs.
 
 All of that is one native function per dtype (``gemm_native``), compiled once -- a C callback,
 cached like every kernel -- and called by its name (``link``).  Numba links into each compiled
@@ -52,6 +53,11 @@ PACK_BYTES = 16 * 1024      # the smallest W whose panels are packed: a smaller 
 # forward's and the input gradient's (gemm_fused); the optimizer's step on a weight from its
 # gradient, for plain SGD, SGD with momentum and Adam (gemm_step, a weight gradient's)
 NONE, ACT, GATE, PLAIN_STEP, MOMENTUM_STEP, ADAM_STEP = 0, 1, 2, 3, 4, 5
+# Adam's step on a weight gradient's tile spread through the next tile's reduction (_define_tile's
+# defer) rather than in its own epilogue: where the divider runs beside the multiply-adds of a
+# broadcast operand (bench_divider: on Zen 4, 3.7 ns of square root and division a vector add
+# 0.8 ns; on Zen 2 all of their time), and the 32 vector registers hold the step beside a tile
+DEFER_ADAM = VECTOR_BYTES == 64
 # Row counts of the tile shapes: a full block; a pair, for the rows past the last block (a 1-row
 # tile over a long reduction is bound by the multiply-add latency with only NV chains); one row,
 # for an odd row left; and the full block of a small float64 A @ W (ROWS_F64_SMALL), which is
@@ -60,9 +66,10 @@ BLOCK, PAIR, ROW, SMALL = 0, 1, 2, 3
 _SHAPES = ((ROWS_F64, ROWS_F32), (2, 2), (1, 1), (ROWS_F64_SMALL, ROWS_F32))
 
 
-def _define_tile(module, fty, rows, steps):
+def _define_tile(module, fty, rows, steps, defer=False):
     """``void tile(fty* out, i64 ldo, fty* a, i64 a_row, i64 a_k, fty* w, i64 ldw, i64 K, i1 acc,
-    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope, fty* first, fty* second, fty* coef)``:
+    i64 epilogue, fty* vec, fty* gate, i64 ldg, fty slope, fty* first, fty* second, fty* coef,
+    vector* pending, i64* at, i64* count)``:
     out[m, n] (+)= sum_k a[m * a_row + k * a_k] * w[k * ldw + n] for a ``rows x NV vectors``
     block, then the epilogue on the block in registers before it is stored:
 
@@ -77,21 +84,29 @@ def _define_tile(module, fty, rows, steps):
       coef (``_emit_step``); out is not written.
 
     The epilogue is chosen after the reduction, by a switch that one product always takes the
-    same way.  Defined once per LLVM module (internal, always inlined)."""
-    name = f"fastffnn_tile_{fty}_{rows}{'_steps' if steps else ''}"
+    same way.  Defined once per LLVM module (internal, always inlined).
+
+    ``defer``: the tile of a weight gradient whose epilogue is ``ADAM_STEP``, its step deferred
+    (``DEFER_ADAM``).  The ``count`` vectors of gradient at ``pending``, which the tile before left
+    with the addresses of their weights (``at``), take their steps spread through this tile's
+    reduction, one every ``K // (rows * NV)`` of its steps (those it is too short for, after it);
+    then this tile leaves its own gradient there in their place, for the next tile or, after the
+    last, ``_emit_pending``.  Only that tile reads the pending arguments."""
+    name = f"fastffnn_tile_{fty}_{rows}{'_steps' if steps else ''}{'_defer' if defer else ''}"
     if name in module.globals:
         return module.globals[name]
     ptr = fty.as_pointer()
+    vl, align = _lanes(fty)
+    vty = ir.VectorType(fty, vl)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, _I64, ptr, _I64, _I64, ir.IntType(1),
-                                                             _I64, ptr, ptr, _I64, fty, ptr, ptr, ptr]), name)
+                                                             _I64, ptr, ptr, _I64, fty, ptr, ptr, ptr, vty.as_pointer(),
+                                                             _I64.as_pointer(), _I64.as_pointer()]), name)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
-    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, first, second, coef = fn.args
+    out, ldo, a, a_row, a_k, w, ldw, K, acc, epilogue, vec, gate, ldg, slope, first, second, coef = fn.args[:17]
+    pending = fn.args[17:]
     for p in (a, w):        # not out: it may be the gate (gemm_fused)
         p.add_attribute("noalias")
-    vl = VECTOR_BYTES // (8 if isinstance(fty, ir.DoubleType) else 4)
-    align = 8 if isinstance(fty, ir.DoubleType) else 4
-    vty = ir.VectorType(fty, vl)
     entry, load, init = fn.append_basic_block("entry"), fn.append_basic_block("load"), fn.append_basic_block("init")
     loop, body, done = fn.append_basic_block("loop"), fn.append_basic_block("body"), fn.append_basic_block("done")
     b = ir.IRBuilder(entry)
@@ -122,6 +137,10 @@ def _define_tile(module, fty, rows, steps):
         phi.add_incoming(v, load)
         phi.add_incoming(ir.Constant(vty, None), entry)
         start.append(phi)
+    if defer:
+        waiting = b.load(pending[2])
+        spacing = b.sdiv(K, const(len(blocks)))
+        spacing = b.select(b.icmp_signed(">", spacing, const(0)), spacing, const(1))
     b.branch(loop)
 
     b.position_at_end(loop)
@@ -130,6 +149,11 @@ def _define_tile(module, fty, rows, steps):
     k.add_incoming(const(0), init)
     for phi, v in zip(accs, start):
         phi.add_incoming(v, init)
+    if defer:
+        # the next pending vector, and the step of the reduction at which it takes its step
+        j, due = b.phi(_I64), b.phi(_I64)
+        j.add_incoming(const(0), init)
+        due.add_incoming(const(0), init)
     b.cbranch(b.icmp_signed("<", k, K), body, done)
 
     b.position_at_end(body)
@@ -143,12 +167,37 @@ def _define_tile(module, fty, rows, steps):
             # mul + add with `contract`: one FMA where the CPU has it, the same rounding order anywhere
             product = b.fmul(am, wv[n], flags=("contract",))
             new.append(b.fadd(accs[m * NV + n], product, flags=("contract",)))
-    k.add_incoming(b.add(k, const(1)), body)
+    latch = body
+    if defer:
+        spread, latch = fn.append_basic_block("spread"), fn.append_basic_block("latch")
+        b.cbranch(b.and_(b.icmp_signed("==", k, due), b.icmp_signed("<", j, waiting)), spread, latch)
+        b.position_at_end(spread)
+        _emit_pending(b, fty, pending, j, gate, first, second, coef)
+        stepped = (b.add(j, const(1)), b.add(due, spacing))
+        spread = b.block        # _emit_pending's own blocks end where the step does
+        b.branch(latch)
+        b.position_at_end(latch)
+        for phi, value in zip((j, due), stepped):
+            after = b.phi(_I64)
+            after.add_incoming(value, spread)
+            after.add_incoming(phi, body)
+            phi.add_incoming(after, latch)
+    k.add_incoming(b.add(k, const(1)), latch)
     for phi, v in zip(accs, new):
-        phi.add_incoming(v, body)
+        phi.add_incoming(v, latch)
     b.branch(loop)
 
     b.position_at_end(done)
+    if defer:
+        with cgutils.for_range_slice(b, j, waiting, const(1), _I64) as (i, _):
+            _emit_pending(b, fty, pending, i, gate, first, second, coef)
+        for i, ((m, n), v) in enumerate(zip(blocks, accs)):
+            b.store(v, b.gep(pending[0], [const(i)]), align=VECTOR_BYTES)
+            weight = b.gep(gate, [b.add(b.mul(const(m), ldg), const(n * vl))])
+            b.store(b.ptrtoint(weight, _I64), b.gep(pending[1], [const(i)]))
+        b.store(const(len(blocks)), pending[2])
+        b.ret_void()
+        return fn
     zero, slopes = ir.Constant(vty, None), splat(slope)
 
     def store(results):
@@ -205,13 +254,7 @@ def _define_step(module, fty, rows):
     def const(v):
         return ir.Constant(_I64, v)
 
-    def splat(value):
-        undef = ir.Constant(vty, ir.Undefined)
-        broadcast = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
-        return b.shuffle_vector(b.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)), undef, broadcast)
-
-    coefs = [splat(b.load(b.gep(coef, [const(i)]), align=itemsize)) for i in range(len(STEP_COLUMNS))]
-    decays = b.fcmp_ordered("!=", b.load(b.gep(coef, [const(S_L2)]), align=itemsize), ir.Constant(fty, 0.0))
+    coefs, decays = _step_coefficients(b, vty, coef)
     cases = [(kind, fn.append_basic_block(f"step{kind}")) for kind in (PLAIN_STEP, MOMENTUM_STEP, ADAM_STEP)]
     switch = b.switch(code, cases[0][1])
     for kind, block in cases:
@@ -223,6 +266,34 @@ def _define_step(module, fty, rows):
                        coefs, decays, itemsize)
         b.ret_void()
     return fn
+
+
+def _step_coefficients(b, vty, coef):
+    """The step's coefficients at coef (``STEP_COLUMNS``) splat in vectors of type vty, and
+    whether L2 is on, as ``_emit_step`` takes them."""
+    fty, align = vty.element, _lanes(vty.element)[1]
+    lanes = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+
+    def splat(i):
+        value = b.load(b.gep(coef, [ir.Constant(_I64, i)]), align=align)
+        return b.shuffle_vector(b.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)),
+                                ir.Constant(vty, ir.Undefined), lanes)
+
+    decays = b.fcmp_ordered("!=", b.load(b.gep(coef, [ir.Constant(_I64, S_L2)]), align=align), ir.Constant(fty, 0.0))
+    return [splat(i) for i in range(len(STEP_COLUMNS))], decays
+
+
+def _emit_pending(b, fty, pending, j, gate, first, second, coef):
+    """Adam's step on the j-th vector of gradient at pending = (vectors, their weights' addresses,
+    count) (``_define_tile``'s ``defer``), whose moments lie as far from the weight as first and
+    second from gate."""
+    vectors, at, _ = pending
+    vty = vectors.type.pointee
+    weight = b.load(b.gep(at, [j]))
+    address = [b.add(weight, b.sub(b.ptrtoint(x, _I64), b.ptrtoint(gate, _I64))) for x in (first, second)]
+    coefs, decays = _step_coefficients(b, vty, coef)
+    _emit_step(b, ADAM_STEP, b.load(b.gep(vectors, [j]), align=VECTOR_BYTES),
+               *(b.inttoptr(x, vty.as_pointer()) for x in (weight, *address)), coefs, decays, _lanes(fty)[1])
 
 
 def _emit_step(b, code, g, weight, first, second, coef, decays, align):
@@ -303,20 +374,33 @@ def _define_tiles(module, fty, rows, trans, packs):
         with b.if_then(pays):
             b.call(_define_packed(module, fty, rows, trans), args)
             b.ret_void()
+    if trans and DEFER_ADAM:
+        # Adam's steps spread through the next tile's reduction, the last tile's after it
+        with b.if_then(b.icmp_signed("==", args[8], const(ADAM_STEP))):
+            vty = ir.VectorType(fty, vl)
+            vectors = cgutils.alloca_once(b, vty, size=rows * NV)
+            vectors.align = VECTOR_BYTES
+            pending = (vectors, cgutils.alloca_once(b, _I64, size=rows * NV), cgutils.alloca_once_value(b, const(0)))
+            _tiles_in_place(b, module, fty, rows, args, trans, pending)
+            gate, first, second, coef = args[10], *args[16:19]
+            with cgutils.for_range_slice(b, const(0), b.load(pending[2]), const(1), _I64) as (j, _):
+                _emit_pending(b, fty, pending, j, gate, first, second, coef)
+            b.ret_void()
     _tiles_in_place(b, module, fty, rows, args, trans)
     b.ret_void()
     return fn
 
 
-def _tiles_in_place(b, module, fty, rows, args, trans):
-    # the tiles row block by row block, reading A and W where they are
+def _tiles_in_place(b, module, fty, rows, args, trans, pending=None):
+    # the tiles row block by row block, reading A and W where they are; pending: the deferred
+    # steps' buffers (_define_tile's defer)
     _, _, a, lda, w, ldw, _, _, _, _, _, _, _, r0, r1, cb, _, _, _ = args
     one = ir.Constant(_I64, 1)
     a_row, a_k = (one, lda) if trans else (lda, one)
     with cgutils.for_range_slice(b, r0, r1, ir.Constant(_I64, rows), _I64) as (r, _):
         with cgutils.for_range_slice(b, ir.Constant(_I64, 0), cb, ir.Constant(_I64, NV * _lanes(fty)[0]), _I64) as (c, _):
             _call_tile(b, module, fty, rows, args, r, c, b.gep(a, [b.mul(r, a_row)]), a_row, a_k, b.gep(w, [c]), ldw,
-                       trans)
+                       trans, pending)
 
 
 def _define_packed(module, fty, rows, trans):
@@ -425,16 +509,21 @@ def _lanes(fty):
     return VECTOR_BYTES // itemsize, itemsize
 
 
-def _call_tile(b, module, fty, rows, args, r, c, a_block, a_row, a_k, w_block, ldw, trans):
+def _call_tile(b, module, fty, rows, args, r, c, a_block, a_row, a_k, w_block, ldw, trans, pending=None):
     # the tile at row r, column c of out, reading A's block at a_block (a_row, a_k apart) and W's
     # columns at w_block (ldw apart); the bias from column c, the elements of gate, first and
-    # second where the tile starts in out, the step's coefficients
+    # second where the tile starts in out, the step's coefficients; with pending, the tile that
+    # defers Adam's step (_define_tile's defer)
     out, ldo, _, _, _, _, K, acc, epilogue, vec, gate, ldg, slope = args[:13]
     first, second, coef = args[16:19]
     at = b.add(b.mul(r, ldg), c)
-    b.call(_define_tile(module, fty, rows, trans),
+    defer = pending is not None
+    if not defer:
+        vty = ir.VectorType(fty, _lanes(fty)[0])
+        pending = [ir.Constant(t, None) for t in (vty.as_pointer(), _I64.as_pointer(), _I64.as_pointer())]
+    b.call(_define_tile(module, fty, rows, trans, defer),
            [b.gep(out, [b.add(b.mul(r, ldo), c)]), ldo, a_block, a_row, a_k, w_block, ldw, K, acc, epilogue,
-            b.gep(vec, [c]), b.gep(gate, [at]), ldg, slope, b.gep(first, [at]), b.gep(second, [at]), coef])
+            b.gep(vec, [c]), b.gep(gate, [at]), ldg, slope, b.gep(first, [at]), b.gep(second, [at]), coef, *pending])
 
 
 @intrinsic(prefer_literal=True)
@@ -626,7 +715,8 @@ def gemm_step(grad, A, W, accumulate, step):
     accumulate, as ``gemm``; then the optimizer's step of ``step`` = (code, weight, first, second,
     coef) where code is ``PLAIN_STEP``, ``MOMENTUM_STEP`` or ``ADAM_STEP`` (``NONE``: the gradient
     alone): on weight (R, C) and its moments first, second (R, C) from that gradient, block by
-    block in the epilogue while it is in registers, with the coefficients coef
+    block in the epilogue while it is in registers (Adam's, where ``DEFER_ADAM``, from a buffer
+    during the next block's reduction), with the coefficients coef
     (``config.STEP_COLUMNS``); grad is then not written.  A step needs ``steps_in_epilogue(C,
     itemsize)`` (ValueError otherwise: the columns past the tiles have no epilogue).  Every
     weight takes the step of ``span._step_range``."""

@@ -1236,8 +1236,8 @@ print(VECTOR_BYTES, ROWS_F32, *digests)
 def test_results_do_not_depend_on_the_vector_width_or_the_block_rows():
     # the gemm's tiles in 32- and 64-byte vectors (FASTFFNN_VECTOR_BYTES; LLVM splits a vector wider
     # than the CPU's) and in blocks of 4 or 6 rows (by the CPU Numba compiles for: a generic AVX2
-    # one, or Haswell's long multiply-add), the optimizer's step in an epilogue or in span's loops:
-    # the same bits
+    # one, or Haswell's long multiply-add), the optimizer's step in an epilogue or in span's loops,
+    # Adam's in 64-byte vectors deferred to the next tile's reduction (gemm.DEFER_ADAM): the same bits
     settings = [({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "x86-64-v3"}, ["32", "4"]),
                 ({"FASTFFNN_VECTOR_BYTES": "32", "NUMBA_CPU_NAME": "haswell"}, ["32", "6"]),
                 ({"FASTFFNN_VECTOR_BYTES": "64"}, ["64", str(ROWS_F32)])]
