@@ -43,8 +43,10 @@ ROWS_F64 = 6                # rows of a float64 block: 12 accumulators
 # network's products): 4, 8 accumulators, the least that keep both FMA pipes busy at a latency of 4
 # cycles, with fewer rows left over for pairs (128 rows: 32 blocks, not 21 and a pair); measured
 # best on Zen 3, 2-5 % faster than 6 rows on the seed network's float64 products.  6 where the
-# latency is 5 (config.LONG_FMA), on Zen 2 measured faster on every workload it changes
-ROWS_F32 = ROWS_F64_SMALL = 6 if LONG_FMA else 4
+# latency is 5 (config.LONG_FMA), on Zen 2 measured faster on every workload it changes; and in
+# 64-byte vectors, whose 32 registers hold 12 accumulators beside Adam's deferred step: on Zen 4
+# seed 1.02x, seed float32 1.01x and wide float32 1.02x (medians of alternated pairs)
+ROWS_F32 = ROWS_F64_SMALL = 6 if LONG_FMA or VECTOR_BYTES == 64 else 4
 _I64 = ir.IntType(64)
 PANEL_K = 256               # the longest reduction a packed panel holds (the kernels': a chunk, a fan-in)
 PACK_TILES = 8              # the fewest tiles that share a packed panel (measured)
