@@ -57,8 +57,9 @@ PACK_BYTES = 16 * 1024      # the smallest W whose panels are packed: a smaller 
 NONE, ACT, GATE, PLAIN_STEP, MOMENTUM_STEP, ADAM_STEP = 0, 1, 2, 3, 4, 5
 # Adam's step on a weight gradient's tile spread through the next tile's reduction (_define_tile's
 # defer) rather than in its own epilogue: where the divider runs beside the multiply-adds of a
-# broadcast operand (bench_divider: on Zen 4, 3.7 ns of square root and division a vector add
-# 0.8 ns; on Zen 2 all of their time), and the 32 vector registers hold the step beside a tile
+# broadcast operand (bench_divider: on Zen 4, 3.8 ns of square root and division a vector add
+# 0.02-0.9 ns, from run to run; on Zen 2 all of their time), and the 32 vector registers hold the
+# step beside a tile
 DEFER_ADAM = VECTOR_BYTES == 64
 # Row counts of the tile shapes: a full block; a pair, for the rows past the last block (a 1-row
 # tile over a long reduction is bound by the multiply-add latency with only NV chains); one row,
@@ -191,8 +192,7 @@ def _define_tile(module, fty, rows, steps, defer=False):
 
     b.position_at_end(done)
     if defer:
-        with cgutils.for_range_slice(b, j, waiting, const(1), _I64) as (i, _):
-            _emit_pending(b, fty, pending, i, gate, first, second, coef)
+        _emit_pending_range(b, fty, pending, j, waiting, gate, first, second, coef)
         for i, ((m, n), v) in enumerate(zip(blocks, accs)):
             b.store(v, b.gep(pending[0], [const(i)]), align=VECTOR_BYTES)
             weight = b.gep(gate, [b.add(b.mul(const(m), ldg), const(n * vl))])
@@ -288,7 +288,8 @@ def _step_coefficients(b, vty, coef):
 def _emit_pending(b, fty, pending, j, gate, first, second, coef):
     """Adam's step on the j-th vector of gradient at pending = (vectors, their weights' addresses,
     count) (``_define_tile``'s ``defer``), whose moments lie as far from the weight as first and
-    second from gate."""
+    second from gate.  The coefficients are loaded again for each vector rather than held in
+    registers through the reduction it is spread over, beside the tile's accumulators."""
     vectors, at, _ = pending
     vty = vectors.type.pointee
     weight = b.load(b.gep(at, [j]))
@@ -296,6 +297,12 @@ def _emit_pending(b, fty, pending, j, gate, first, second, coef):
     coefs, decays = _step_coefficients(b, vty, coef)
     _emit_step(b, ADAM_STEP, b.load(b.gep(vectors, [j]), align=VECTOR_BYTES),
                *(b.inttoptr(x, vty.as_pointer()) for x in (weight, *address)), coefs, decays, _lanes(fty)[1])
+
+
+def _emit_pending_range(b, fty, pending, start, stop, gate, first, second, coef):
+    """``_emit_pending`` on the pending vectors start:stop, in a loop."""
+    with cgutils.for_range_slice(b, start, stop, ir.Constant(_I64, 1), _I64) as (j, _):
+        _emit_pending(b, fty, pending, j, gate, first, second, coef)
 
 
 def _emit_step(b, code, g, weight, first, second, coef, decays, align):
@@ -385,8 +392,7 @@ def _define_tiles(module, fty, rows, trans, packs):
             pending = (vectors, cgutils.alloca_once(b, _I64, size=rows * NV), cgutils.alloca_once_value(b, const(0)))
             _tiles_in_place(b, module, fty, rows, args, trans, pending)
             gate, first, second, coef = args[10], *args[16:19]
-            with cgutils.for_range_slice(b, const(0), b.load(pending[2]), const(1), _I64) as (j, _):
-                _emit_pending(b, fty, pending, j, gate, first, second, coef)
+            _emit_pending_range(b, fty, pending, const(0), b.load(pending[2]), gate, first, second, coef)
             b.ret_void()
     _tiles_in_place(b, module, fty, rows, args, trans)
     b.ret_void()
