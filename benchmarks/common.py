@@ -70,13 +70,13 @@ class Workload:
     def epochs_for(self, timed: bool) -> int:
         return self.epochs if timed else self.check_epochs
 
-    def hyperparams(self, optimizer: str = "sgd") -> ff.HyperParams:
-        return ff.HyperParams(lr=LR, momentum=0.0, batch_size=self.batch_size, optimizer=optimizer)
+    def hyperparams(self, optimizer: str = "sgd", momentum: float = 0.0) -> ff.HyperParams:
+        return ff.HyperParams(lr=LR, momentum=momentum, batch_size=self.batch_size, optimizer=optimizer)
 
-    def train(self, epochs: int, optimizer: str = "sgd", **options) -> ff.TrainResult:
+    def train(self, epochs: int, optimizer: str = "sgd", momentum: float = 0.0, **options) -> ff.TrainResult:
         """``fastffnn.train`` on this workload; ``options`` are instances, backend, kernel, sync..."""
-        return ff.train(self.X, self.y, hidden=self.hidden, hyperparams=self.hyperparams(optimizer), epochs=epochs,
-                        dtype=self.dtype, seed=0, **options)
+        return ff.train(self.X, self.y, hidden=self.hidden, hyperparams=self.hyperparams(optimizer, momentum),
+                        epochs=epochs, dtype=self.dtype, seed=0, **options)
 
     def settings(self, timed: bool) -> dict:
         return dict(workload=self.name, dtype=self.dtype, n_samples=self.n, sizes=list(self.sizes),
@@ -207,20 +207,46 @@ def describe(benchmark, wl: Workload, roofline: Roofline, timed: bool, *, area: 
         **wl.settings(timed), **settings)
 
 
-def check_then_time(benchmark, timed: bool, check, run, rounds: int | None = None):
-    """``check()`` (it asserts, and compiles what ``run`` will call), then time ``run()``; in the
-    smoke run ``check`` is the one, untimed, call.  Returns what the last call returned."""
+def check_then_time(benchmark, timed: bool, check, run, rounds: int | None = None, others: dict | None = None):
+    """``check()`` (it asserts, and compiles what ``run`` will call), then time ``run()``
+    (``time_call``, or ``time_alternated`` with ``others``); in the smoke run ``check`` is the one,
+    untimed, call.  Returns what the last call returned."""
     if not timed:
         return benchmark(check)
     check()
-    return time_call(benchmark, run, rounds)
+    return time_call(benchmark, run, rounds) if others is None else time_alternated(benchmark, run, others, rounds)
 
 
 def time_train(benchmark, wl: Workload, timed: bool, rounds: int | None = None, compare: bool = True,
-               learns: bool = True, **options) -> ff.TrainResult:
-    """``check_then_time`` for ``fastffnn.train`` on ``wl`` with ``options``."""
+               learns: bool = True, others: dict | None = None, **options) -> ff.TrainResult:
+    """``check_then_time`` for ``fastffnn.train`` on ``wl`` with ``options`` (alternated with
+    ``others``, label -> a call, when given)."""
     return check_then_time(benchmark, timed, lambda: checked(wl, compare, learns, **options),
-                           lambda: wl.train(wl.epochs, **options), rounds)
+                           lambda: wl.train(wl.epochs, **options), rounds, others)
+
+
+def time_alternated(benchmark, run, others: dict, rounds: int):
+    """Time ``rounds`` single calls of ``run``, each after one call of every run in ``others``
+    (label -> a call), timed here: an A/B in the same minutes, as the machine's speed drifts.
+    ``extra_info["alternated"]`` maps each label to the median over rounds of its time ÷ ``run``'s
+    time in the same round (above 1: ``run`` is faster); ``fastffnn.reports.scaling`` notes it on
+    the row.  Each of ``others`` is called once untimed first (it compiles what it needs)."""
+    for other in others.values():
+        other()
+    seconds = {label: [] for label in others}
+
+    def before_round():
+        for label, other in others.items():
+            start = perf_counter()
+            other()
+            seconds[label].append(perf_counter() - start)
+
+    result = benchmark.pedantic(run, setup=before_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    stats = _add_derived(benchmark)
+    if stats is not None:
+        benchmark.extra_info["alternated"] = {label: float(np.median(np.divide(times, stats.data)))
+                                              for label, times in seconds.items()}
+    return result
 
 
 def time_call(benchmark, target, rounds: int | None = None):
@@ -230,10 +256,18 @@ def time_call(benchmark, target, rounds: int | None = None):
         result = benchmark(target)
     else:
         result = benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None:           # None with --benchmark-disable: nothing was timed
-        benchmark.extra_info.update(scaling.derived(benchmark.extra_info, stats.stats.median))
+    _add_derived(benchmark)
     return result
+
+
+def _add_derived(benchmark):
+    """The timed calls' statistics (None with --benchmark-disable: nothing was timed), and the
+    figures derived from them added to ``extra_info``."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    benchmark.extra_info.update(scaling.derived(benchmark.extra_info, stats.stats.median))
+    return stats.stats
 
 
 def busy_seconds(result: ff.TrainResult, groups: list) -> float:

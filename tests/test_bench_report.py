@@ -135,6 +135,14 @@ def test_adam_rows_give_their_ratio_to_sgd():
     assert by(rows, "optimizers-seed", "threads sgd", 8).note == ""
 
 
+def test_a_row_timed_alternated_gives_its_paired_ratios_instead():
+    rows = bench.rows([train_record("optimizers-seed", "threads sgd", 8, 2.0),
+                       train_record("optimizers-seed", "threads adam", 8, 2.5,
+                                    alternated={"SGD": 0.875, "SGD with momentum 0.9": 0.9})])
+    assert by(rows, "optimizers-seed", "threads adam", 8).note == \
+        "0.88x SGD's, 0.90x SGD with momentum 0.9's throughput, alternated round by round"
+
+
 def test_seed_f32_has_no_serial_baseline_of_its_own(records):
     r = by(bench.rows(records), "backends-seed-f32", "threads/numba", 2)
     assert r.speedup is None

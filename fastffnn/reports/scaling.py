@@ -76,6 +76,8 @@ class Row:
     dtype: str = "float64"
     gemm_gflops: float | None = None    # the roofline's gemm rate of this dtype (the best of the run)
     peer: bool = False
+    # label -> that run's time over this row's, round by round (benchmarks' time_alternated)
+    alternated: dict | None = None
     note: str = ""
 
 
@@ -117,7 +119,8 @@ def rows(benchmarks) -> list:
         row = Row(b["group"], info["area"], info["workload"], info["label"], info["instances"],
                   info.get("workers"), info["epochs"], info["n_samples"], info["cores"], _median(b),
                   figures["instance_epochs_per_s"], figures["pct_roofline"], figures["flops_per_s"],
-                  peer=bool(info.get("peer")), dtype=dtype, gemm_gflops=best[dtype])
+                  peer=bool(info.get("peer")), dtype=dtype, gemm_gflops=best[dtype],
+                  alternated=info.get("alternated"))
         if info.get("overhead_s") is not None:
             row.note = f"outside compute {info['overhead_s']:.3f} s"
         out.append(row)
@@ -141,7 +144,8 @@ def _speedups(out: list) -> None:
 
 def _notes(out: list) -> None:
     """Comparisons inside a group: sync cost vs no sync, growth vs seed, fastffnn vs each peer and
-    each fastffnn row vs the best peer, Adam vs SGD."""
+    each fastffnn row vs the best peer, Adam vs SGD; a row timed alternated with other runs gives
+    its speed relative to each, paired by round, instead."""
     for group in dict.fromkeys(r.group for r in out):
         members = [r for r in out if r.group == group]
         plain = next((r for r in members if r.label.endswith("none")), None)
@@ -151,7 +155,10 @@ def _notes(out: list) -> None:
         threads = next((r for r in members if r.label.startswith("threads")), None)
         sgd = next((r for r in members if r.label.endswith("sgd")), None)
         for r in members:
-            if r.area == "sync" and plain is not None and r is not plain:
+            if r.alternated:
+                r.note = ", ".join(f"{ratio:.2f}x {label}'s" for label, ratio in r.alternated.items()) + \
+                    " throughput, alternated round by round"
+            elif r.area == "sync" and plain is not None and r is not plain:
                 r.note = f"{100 * (r.median / plain.median - 1):+.1f} % time vs sync none"
             elif r.area == "growth":
                 r.note = f"{r.flops_per_s / 1e9:.2f} GFLOP/s" + (
