@@ -143,6 +143,17 @@ def test_a_row_timed_alternated_gives_its_paired_ratios_instead():
         "0.88x SGD's, 0.90x SGD with momentum 0.9's throughput, alternated round by round"
 
 
+def test_a_group_timed_alternated_plots_its_paired_ratios(tmp_path):
+    from matplotlib.image import imread
+    rows = bench.rows([train_record("sync-seed", "none", 8, 1.0),
+                       train_record("sync-seed", "average every 10", 8, 1.1, alternated={"sync none": 0.95})])
+    ratios, = plot(rows, folder=tmp_path)
+    plain, = plot(bench.rows([train_record("sync-seed", "none", 8, 1.0),
+                              train_record("sync-seed", "average every 10", 8, 1.1)]), folder=tmp_path / "plain")
+    assert ratios.name == plain.name == "scaling_sync_seed_i8_e100_n512.png"
+    assert imread(ratios).shape == imread(plain).shape and (imread(ratios) != imread(plain)).any()
+
+
 def test_seed_f32_has_no_serial_baseline_of_its_own(records):
     r = by(bench.rows(records), "backends-seed-f32", "threads/numba", 2)
     assert r.speedup is None

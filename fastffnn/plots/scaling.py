@@ -39,7 +39,8 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
     """Write the figures; returns their paths.  Backends and GIL groups: throughput and speedup vs
     instances per backend/kernel (``scaling_<area>_<workload>_e<epochs>_n<samples>.png``; the gil
     area is the GIL-vs-nogil figure).  Other groups: a bar chart (``scaling_<area>_..._i<N>...``;
-    growth in GFLOP/s, the rest in % of roofline).  Barriers: round time vs parties
+    growth in GFLOP/s; a group with rows timed alternated, each such row's ratio to what it
+    alternated with; the rest in % of roofline).  Barriers: round time vs parties
     (``scaling_barrier_rounds.png``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,8 +66,18 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
                 values, xlabel = [r.flops_per_s / 1e9 for r in members], "GFLOP/s (throughput x work)"
                 name = f"scaling_growth_threads_i{first.instances}.png"
             else:
-                labels = [r.label if len(ns) == 1 else f"{r.label}, N = {r.instances}" for r in members]
-                values, xlabel = [r.pct_roofline for r in members], "% of roofline"
+                def what(r):
+                    return r.label if len(ns) == 1 else f"{r.label}, N = {r.instances}"
+
+                paired = [(f"{what(r)} ÷ {other}", ratio) for r in members for other, ratio in
+                          (r.alternated or {}).items()]
+                if paired:      # the rows' paired ratios rather than their medians minutes apart
+                    labels, values = [label for label, _ in paired], [ratio for _, ratio in paired]
+                    xlabel = "throughput ratio (alternated)"
+                    ax.axvline(1.0, color="grey", linestyle="--")
+                else:
+                    labels, values, xlabel = [what(r) for r in members], [r.pct_roofline for r in members], \
+                        "% of roofline"
                 name = (f"scaling_{first.area}_{first.workload}_i{max(ns)}_e{first.epochs}"
                         f"_n{first.n_samples}.png")
             ax.barh(labels, values)
