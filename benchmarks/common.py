@@ -228,11 +228,12 @@ def time_train(benchmark, wl: Workload, timed: bool, rounds: int | None = None, 
 def time_alternated(benchmark, run, others: dict, rounds: int):
     """Time ``rounds`` single calls of ``run``, each after one call of every run in ``others``
     (label -> a call), timed here: an A/B in the same minutes, as the machine's speed drifts.
-    ``extra_info["alternated"]`` maps each label to the median over rounds of its time ÷ ``run``'s
-    time in the same round (above 1: ``run`` is faster); ``fastffnn.reports.scaling`` notes it on
-    the row.  Each of ``others`` is called once untimed first (it compiles what it needs)."""
-    for other in others.values():
-        other()
+    Every call is a ``fastffnn.train`` run (it returns a ``TrainResult``).
+    ``extra_info["alternated"]`` maps each label to the median over rounds of ``run``'s throughput
+    (instance-epochs per second) ÷ that run's in the same round (above 1: ``run`` is faster; for
+    runs of the same work, the ratio of their times); ``fastffnn.reports.scaling`` notes it on the
+    row.  Each of ``others`` is called once untimed first (it compiles what it needs)."""
+    work = {label: _instance_epochs(other()) for label, other in others.items()}
     seconds = {label: [] for label in others}
 
     def before_round():
@@ -244,9 +245,14 @@ def time_alternated(benchmark, run, others: dict, rounds: int):
     result = benchmark.pedantic(run, setup=before_round, rounds=rounds, iterations=1, warmup_rounds=0)
     stats = _add_derived(benchmark)
     if stats is not None:
-        benchmark.extra_info["alternated"] = {label: float(np.median(np.divide(times, stats.data)))
-                                              for label, times in seconds.items()}
+        own = _instance_epochs(result)
+        benchmark.extra_info["alternated"] = {
+            label: float(np.median(np.divide(times, stats.data))) * own / work[label] for label, times in seconds.items()}
     return result
+
+
+def _instance_epochs(result: ff.TrainResult) -> int:
+    return result.history.losses.size       # (instances, epochs)
 
 
 def time_call(benchmark, target, rounds: int | None = None):
