@@ -154,6 +154,18 @@ def test_a_group_timed_alternated_plots_its_paired_ratios(tmp_path):
     assert imread(ratios).shape == imread(plain).shape and (imread(ratios) != imread(plain)).any()
 
 
+def test_the_gil_figure_takes_the_alternated_speedups_where_every_row_has_one(tmp_path):
+    from matplotlib.image import imread
+
+    def figure(folder, **alternated):
+        rows = bench.rows([train_record("gil-seed", "threads/numba", 1, 0.5),
+                           train_record("gil-seed", "threads/numba", 2, 0.8, **alternated)])
+        path, = plot(rows, folder=tmp_path / folder)
+        return imread(path)
+
+    assert (figure("paired", alternated={"threads/numba, N = 1": 1.9}) != figure("unpaired")).any()
+
+
 def test_seed_f32_has_no_serial_baseline_of_its_own(records):
     r = by(bench.rows(records), "backends-seed-f32", "threads/numba", 2)
     assert r.speedup is None

@@ -38,7 +38,8 @@ def _lines(ax, members: list, value, ylabel: str) -> None:
 def plot(train: list, barriers: list = (), folder="Plots") -> list:
     """Write the figures; returns their paths.  Backends and GIL groups: throughput and speedup vs
     instances per backend/kernel (``scaling_<area>_<workload>_e<epochs>_n<samples>.png``; the gil
-    area is the GIL-vs-nogil figure).  Other groups: a bar chart (``scaling_<area>_..._i<N>...``;
+    area is the GIL-vs-nogil figure; where every row at N > 1 was timed alternated with its label
+    at N = 1, the speedup is that one).  Other groups: a bar chart (``scaling_<area>_..._i<N>...``;
     growth in GFLOP/s; a group with rows timed alternated, each such row's ratio to what it
     alternated with; the rest in % of roofline).  Barriers: round time vs parties
     (``scaling_barrier_rounds.png``)."""
@@ -54,7 +55,12 @@ def plot(train: list, barriers: list = (), folder="Plots") -> list:
             _lines(left, members, lambda r: r.throughput, "instance-epochs / s")
             left.axhline(first.throughput / first.pct_roofline * 100, color="grey", linestyle="--",
                          label="roofline")
-            _lines(right, members, lambda r: r.speedup, f"speedup over {BASELINE[0]}, N = 1")
+            if all(r.alternated for r in members if r.instances > 1):
+                # each row timed alternated with its own label at N = 1 (bench_gil): that speedup
+                _lines(right, members, lambda r: 1.0 if r.instances == 1 else next(iter(r.alternated.values())),
+                       "speedup over its own N = 1 (alternated)")
+            else:
+                _lines(right, members, lambda r: r.speedup, f"speedup over {BASELINE[0]}, N = 1")
             right.plot(ns, [min(n, first.cores) for n in ns], color="grey", linestyle="--", label="ideal")
             left.legend(fontsize="small")
             right.legend(fontsize="small")
