@@ -246,8 +246,8 @@ def time_alternated(benchmark, run, others: dict, rounds: int):
     stats = _add_derived(benchmark)
     if stats is not None:
         own = _instance_epochs(result)
-        benchmark.extra_info["alternated"] = {
-            label: float(np.median(np.divide(times, stats.data))) * own / work[label] for label, times in seconds.items()}
+        benchmark.extra_info["alternated"] = {label: float(np.median(np.divide(times, stats.data))) * own / work[label]
+                                              for label, times in seconds.items()}
     return result
 
 
